@@ -1,0 +1,561 @@
+//! [`Context`]: an immutable-looking, copy-on-write map from variables to values.
+
+use std::any::Any;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use imbl::GenericHashMap;
+use imbl::shared_ptr::DefaultSharedPtr;
+
+use crate::current;
+use crate::var::{ContextVar, VarKey};
+
+/// A value as stored in a context; typed access goes through the variable's `T`.
+pub(crate) type Value = Arc<dyn Any + Send + Sync>;
+
+/// The type-erased form of [`Inherit::Fork`](crate::Inherit::Fork), made once per variable.
+pub(crate) type Forker = Arc<dyn Fn(&(dyn Any + Send + Sync)) -> Value + Send + Sync>;
+
+/// What [`Context::fork`] does with one binding.
+#[derive(Clone)]
+pub(crate) enum Policy {
+    Share,
+    Drop,
+    Fork(Forker),
+}
+
+/// One variable bound in a context.
+#[derive(Clone)]
+pub(crate) struct Binding {
+    pub(crate) value: Value,
+    pub(crate) policy: Policy,
+}
+
+impl Binding {
+    fn is_shared_on_fork(&self) -> bool {
+        matches!(self.policy, Policy::Share)
+    }
+}
+
+/// Variable ids are small sequential integers: hashing them is the identity, and the HAMT
+/// consumes the low bits first, so consecutive ids spread over the root node.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; this keeps the hasher total for anything else.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+}
+
+type VarMap = GenericHashMap<VarKey, Binding, BuildHasherDefault<IdHasher>, DefaultSharedPtr>;
+
+/// Identity of a context for [`Token`](crate::Token)s. 0 means "no token was made here yet":
+/// ids are handed out on the first `set`, so copying a context costs nothing extra.
+pub(crate) type ContextId = u64;
+
+static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A mapping from [`ContextVar`]s to values: the state one task, thread or request sees.
+///
+/// Each thread has a *current* context; [`ContextVar::get`] and [`ContextVar::set`] read and
+/// write it. [`Context::run`] makes another context current for the length of a closure, and
+/// `Scoped` (with the async support) does the same for every poll of a future.
+///
+/// Copying a context ([`Clone`], [`Context::current`], [`Context::fork`]) is O(1) whatever
+/// its size: the map is persistent (a hash array mapped trie shared between copies), and only
+/// the path to a changed entry is copied on write. Copies are *shallow*: values are shared
+/// `Arc`s (see [`Inherit`](crate::Inherit) for the per-variable alternative).
+///
+/// A clone is a new context for [`ContextVar::reset`]: a token made in one is refused in the
+/// other with [`ResetError::WrongContext`](crate::ResetError::WrongContext).
+///
+/// Two contexts compare equal when they bind the same variables to the same `Arc`
+/// allocations.
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::{Context, ContextVar};
+///
+/// static USER: ContextVar<String> = ContextVar::new("user");
+///
+/// USER.set("alice".to_string());
+/// let mut snapshot = Context::current();
+/// snapshot.run(|| {
+///     assert_eq!(USER.get().as_deref().map(String::as_str), Some("alice"));
+///     USER.set("bob".to_string());
+/// });
+/// // The snapshot kept bob; the thread's own context still has alice.
+/// assert_eq!(snapshot.get(&USER).as_deref().map(String::as_str), Some("bob"));
+/// assert_eq!(USER.get().as_deref().map(String::as_str), Some("alice"));
+/// ```
+pub struct Context {
+    map: VarMap,
+    id: ContextId,
+    /// How many bindings have a policy other than `Share`: when 0, `fork` is a plain clone.
+    special: usize,
+}
+
+impl Context {
+    /// Creates an empty context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ctx = contextvars::Context::new();
+    /// assert!(ctx.is_empty());
+    /// ```
+    #[inline]
+    pub fn new() -> Context {
+        Context {
+            map: VarMap::default(),
+            id: 0,
+            special: 0,
+        }
+    }
+
+    /// Returns a copy of the current thread's (or task's) context (S7).
+    ///
+    /// O(1) and shallow: later `set`s on either side are not seen by the other. Same as
+    /// [`copy_context`]. Inherit policies are *not* applied: use [`Context::fork`] on the
+    /// result to make a child's context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static N: ContextVar<u32> = ContextVar::new("n");
+    /// N.set(1);
+    /// let snapshot = Context::current();
+    /// N.set(2);
+    /// assert_eq!(snapshot.get(&N).as_deref(), Some(&1));
+    /// ```
+    #[inline]
+    pub fn current() -> Context {
+        current::read(Context::clone).unwrap_or_default()
+    }
+
+    /// Returns a copy of this context for a child task or thread (S20).
+    ///
+    /// This is [`Clone`] plus each variable's [`Inherit`](crate::Inherit) policy: `Share` keeps
+    /// the same `Arc`, `Fork(f)` binds `f(&value)`, `None` leaves the variable unbound in the
+    /// child. When no bound variable has a policy other than `Share`, this costs the same as
+    /// `clone`; otherwise it walks the bindings once.
+    ///
+    /// # Panics
+    ///
+    /// Propagates a panic of an `Inherit::Fork` function.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar, Inherit};
+    ///
+    /// static SCRATCH: ContextVar<Vec<u8>> =
+    ///     ContextVar::new("scratch").inherit(Inherit::Fork(|_| Vec::new()));
+    ///
+    /// let parent = Context::new().with_value(&SCRATCH, vec![1, 2, 3]);
+    /// let child = parent.fork();
+    /// assert_eq!(child.get(&SCRATCH).as_deref(), Some(&Vec::new()));
+    /// assert_eq!(parent.get(&SCRATCH).as_deref(), Some(&vec![1, 2, 3]));
+    /// ```
+    pub fn fork(&self) -> Context {
+        let mut child = self.clone();
+        if self.special != 0 {
+            child.apply_fork_policies(self);
+        }
+        child
+    }
+
+    #[cold]
+    fn apply_fork_policies(&mut self, parent: &Context) {
+        for (key, binding) in parent.map.iter() {
+            match &binding.policy {
+                Policy::Share => {}
+                Policy::Drop => {
+                    self.remove(key.id());
+                }
+                Policy::Fork(fork) => {
+                    let value = fork(&*binding.value);
+                    let policy = binding.policy.clone();
+                    self.insert(*key, Binding { value, policy });
+                }
+            }
+        }
+    }
+
+    /// Runs `f` with this context as the current one (S9).
+    ///
+    /// What `f` sets stays in `self` afterwards, and the previously current context is current
+    /// again when `run` returns — also when `f` panics, in which case `self` keeps what `f` set
+    /// before the panic. Because `run` takes `&mut self`, a context cannot be entered twice at
+    /// once. Nested `run`s restore in LIFO order (S11).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static STEP: ContextVar<&'static str> = ContextVar::new("step");
+    ///
+    /// let mut ctx = Context::new();
+    /// let seen = ctx.run(|| {
+    ///     STEP.set("inside");
+    ///     STEP.get()
+    /// });
+    /// assert_eq!(seen.as_deref(), Some(&"inside"));
+    /// assert_eq!(ctx.get(&STEP).as_deref(), Some(&"inside"));
+    /// assert!(STEP.get().is_none()); // the thread's own context is untouched
+    /// ```
+    ///
+    /// Entering a context that is already entered does not compile (Python raises
+    /// `RuntimeError`); inside `run`, read the entered context with [`Context::current`]:
+    ///
+    /// ```compile_fail
+    /// let mut ctx = contextvars::Context::new();
+    /// ctx.run(|| ctx.run(|| ())); // error: `ctx` is already borrowed
+    /// ```
+    #[inline]
+    pub fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let _entered = current::enter(self);
+        f()
+    }
+
+    /// Returns the value bound to `var` in this context (S10).
+    ///
+    /// Unlike [`ContextVar::get`], the variable's default is never returned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static RETRIES: ContextVar<u32> = ContextVar::with_default("retries", || 3);
+    ///
+    /// let ctx = Context::new();
+    /// assert_eq!(ctx.get(&RETRIES), None);
+    /// assert_eq!(ctx.with_value(&RETRIES, 5).get(&RETRIES).as_deref(), Some(&5));
+    /// ```
+    #[inline]
+    pub fn get<T: Send + Sync + 'static>(&self, var: &ContextVar<T>) -> Option<Arc<T>> {
+        self.lookup(var.id())
+            .map(|binding| downcast_arc(binding.value.clone()))
+    }
+
+    /// Whether `var` is bound in this context (S10); defaults do not count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static FLAG: ContextVar<bool> = ContextVar::with_default("flag", || true);
+    /// assert!(!Context::new().contains(&FLAG));
+    /// assert!(Context::new().with_value(&FLAG, false).contains(&FLAG));
+    /// ```
+    #[inline]
+    pub fn contains<T: Send + Sync + 'static>(&self, var: &ContextVar<T>) -> bool {
+        self.lookup(var.id()).is_some()
+    }
+
+    /// The number of variables bound in this context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static A: ContextVar<u8> = ContextVar::new("a");
+    /// static B: ContextVar<u8> = ContextVar::new("b");
+    /// let ctx = Context::new().with_value(&A, 1).with_value(&B, 2);
+    /// assert_eq!(ctx.len(), 2);
+    /// ```
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no variable is bound in this context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(contextvars::Context::new().is_empty());
+    /// ```
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Iterates over the bindings of this context, in no particular order.
+    ///
+    /// Each item is the variable's [`VarKey`] and its value as `dyn Any` (the `T` itself, not
+    /// the `Arc`): use `downcast_ref::<T>()` to read it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static USER: ContextVar<String> = ContextVar::new("user");
+    /// let ctx = Context::new().with_value(&USER, "alice".to_string());
+    /// for (key, value) in ctx.iter() {
+    ///     assert_eq!(key.name(), "user");
+    ///     assert_eq!(value.downcast_ref::<String>().unwrap(), "alice");
+    /// }
+    /// ```
+    #[inline]
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            inner: self.map.iter(),
+        }
+    }
+
+    /// Returns a copy of this context in which `var` is bound to `value`.
+    ///
+    /// `self` is unchanged. Handy to build the context of a request before entering it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    ///
+    /// let mut ctx = Context::new().with_value(&REQUEST_ID, 42);
+    /// ctx.run(|| assert_eq!(REQUEST_ID.get().as_deref(), Some(&42)));
+    /// ```
+    pub fn with_value<T: Send + Sync + 'static>(&self, var: &ContextVar<T>, value: T) -> Context {
+        let mut ctx = self.clone();
+        ctx.insert(var.key(), var.binding(Arc::new(value)));
+        ctx
+    }
+
+    /// Wraps `f` so that it runs inside this context when called.
+    ///
+    /// The returned closure is `Send` when `f` is, so it can be handed to a thread pool or
+    /// `std::thread::Builder::spawn`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static JOB: ContextVar<u32> = ContextVar::new("job");
+    ///
+    /// let task = Context::new().with_value(&JOB, 7).bind(|| *JOB.get().unwrap());
+    /// let handle = std::thread::Builder::new().name("worker".into()).spawn(task).unwrap();
+    /// assert_eq!(handle.join().unwrap(), 7);
+    /// ```
+    pub fn bind<R>(self, f: impl FnOnce() -> R) -> impl FnOnce() -> R {
+        let mut ctx = self;
+        move || ctx.run(f)
+    }
+
+    // ----- crate-internal access, used by `var`, `current` and the async modules -----
+
+    #[inline]
+    pub(crate) fn lookup(&self, id: u64) -> Option<&Binding> {
+        self.map.get(&id)
+    }
+
+    /// Binds `key`, returning the displaced binding so that the caller drops it outside any
+    /// borrow of the thread's state (a value's `Drop` may use this crate).
+    pub(crate) fn insert(&mut self, key: VarKey, binding: Binding) -> Option<Binding> {
+        let special = !binding.is_shared_on_fork();
+        let old = self.map.insert(key, binding);
+        self.special += usize::from(special);
+        if let Some(old) = &old {
+            self.special -= usize::from(!old.is_shared_on_fork());
+        }
+        old
+    }
+
+    /// Unbinds `id`, returning the binding for the caller to drop (see [`Context::insert`]).
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Binding> {
+        let old = self.map.remove(&id);
+        if let Some(old) = &old {
+            self.special -= usize::from(!old.is_shared_on_fork());
+        }
+        old
+    }
+
+    /// The id tokens made in this context carry; assigned on first use.
+    #[inline]
+    pub(crate) fn token_id(&mut self) -> ContextId {
+        if self.id == 0 {
+            self.id = NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed);
+        }
+        self.id
+    }
+
+    /// Whether a token made with `id` belongs to this context.
+    #[inline]
+    pub(crate) fn is_token_context(&self, id: ContextId) -> bool {
+        id != 0 && id == self.id
+    }
+
+    /// A copy that is the *same* context for tokens: used when the thread's state must be
+    /// copied-on-write while a reader still holds the old version.
+    pub(crate) fn clone_same_identity(&self) -> Context {
+        Context {
+            map: self.map.clone(),
+            id: self.id,
+            special: self.special,
+        }
+    }
+}
+
+impl Clone for Context {
+    /// Python's `ctx.copy()`: O(1), shallow, and a *new* context for tokens (S5, S7).
+    #[inline]
+    fn clone(&self) -> Self {
+        Context {
+            map: self.map.clone(),
+            id: 0,
+            special: self.special,
+        }
+    }
+}
+
+impl Default for Context {
+    #[inline]
+    fn default() -> Self {
+        Context::new()
+    }
+}
+
+impl PartialEq for Context {
+    /// Equal when the same variables are bound to the same `Arc` allocations.
+    fn eq(&self, other: &Self) -> bool {
+        self.map.ptr_eq(&other.map)
+            || (self.len() == other.len()
+                && self.map.iter().all(|(key, binding)| {
+                    other
+                        .map
+                        .get(key)
+                        .is_some_and(|theirs| Arc::ptr_eq(&binding.value, &theirs.value))
+                }))
+    }
+}
+
+impl Eq for Context {}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Names<'a>(&'a Context);
+        impl fmt::Debug for Names<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_list()
+                    .entries(self.0.iter().map(|(key, _)| key.name()))
+                    .finish()
+            }
+        }
+        f.debug_struct("Context")
+            .field("vars", &Names(self))
+            .finish()
+    }
+}
+
+/// Iterator over the bindings of a [`Context`], returned by [`Context::iter`].
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::{Context, ContextVar};
+///
+/// static A: ContextVar<u8> = ContextVar::new("a");
+/// let ctx = Context::new().with_value(&A, 1);
+/// let names: Vec<_> = ctx.iter().map(|(key, _)| key.name()).collect();
+/// assert_eq!(names, ["a"]);
+/// ```
+pub struct Iter<'a> {
+    inner: imbl::hashmap::Iter<'a, VarKey, Binding, DefaultSharedPtr>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (VarKey, &'a (dyn Any + Send + Sync));
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner
+            .next()
+            .map(|(key, binding)| (*key, &*binding.value))
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl fmt::Debug for Iter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter").finish_non_exhaustive()
+    }
+}
+
+impl<'a> IntoIterator for &'a Context {
+    type Item = (VarKey, &'a (dyn Any + Send + Sync));
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+/// Returns a copy of the current context: Python's `contextvars.copy_context()`.
+///
+/// Same as [`Context::current`].
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::{copy_context, ContextVar};
+///
+/// static NAME: ContextVar<&'static str> = ContextVar::new("name");
+/// NAME.set("before");
+/// let mut snapshot = copy_context();
+/// snapshot.run(|| NAME.set("inside the copy"));
+/// assert_eq!(NAME.get().as_deref(), Some(&"before"));
+/// ```
+#[inline]
+pub fn copy_context() -> Context {
+    Context::current()
+}
+
+/// Recovers the typed `Arc` from a stored value.
+#[inline]
+pub(crate) fn downcast_arc<T: Send + Sync + 'static>(value: Value) -> Arc<T> {
+    // Cannot fail: bindings are keyed by the variable's unique id and only that
+    // `ContextVar<T>` stores values under it, always of type `T`.
+    value
+        .downcast::<T>()
+        .unwrap_or_else(|_| unreachable!("a ContextVar's binding always holds its own type"))
+}
+
+/// Borrows the typed value from a stored value (see [`downcast_arc`]).
+#[inline]
+pub(crate) fn downcast_ref<T: Send + Sync + 'static>(value: &Value) -> &T {
+    // Cannot fail, for the reason given in `downcast_arc`.
+    value
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| unreachable!("a ContextVar's binding always holds its own type"))
+}

@@ -1,0 +1,168 @@
+//! The current context of each thread: the one place that touches the thread-local.
+//!
+//! Every other module reads or changes "the current context" through these functions:
+//!
+//! - [`read`]: a short look with no user code inside (`get`, `is_set`, `Context::current`).
+//! - [`read_shared`]: a look that runs user code (`ContextVar::with`).
+//! - [`modify`]: a change with no user code inside (`set`, `reset`).
+//! - [`enter`]: make a [`Context`] current until the returned guard drops (`run`, `Scoped`).
+//!
+//! The thread holds its context in an `Rc`. A reader that runs user code holds a clone of that
+//! `Rc` instead of a `RefCell` borrow, so the user code may `set` or `run` freely: a write then
+//! finds the `Rc` shared and copies the context first (O(1) for the persistent map), leaving
+//! the reader's version intact. In the common case the `Rc` is unique and nothing is copied.
+//!
+//! User code never runs while the `RefCell` is borrowed, and no user value is dropped while it
+//! is borrowed (callers of [`modify`] return displaced values and drop them afterwards), so the
+//! `borrow`/`borrow_mut` calls here cannot panic.
+//!
+//! While the thread's thread-local storage is being destroyed, reads see an empty context,
+//! writes are discarded and [`enter`] does nothing: none of them panics.
+
+use std::cell::RefCell;
+use std::mem;
+use std::rc::Rc;
+
+use crate::context::Context;
+
+/// The thread's current context. Cloning keeps the identity: it is the same context, copied
+/// on write because a reader still looks at the old version.
+struct Slot(Context);
+
+impl Clone for Slot {
+    fn clone(&self) -> Self {
+        Slot(self.0.clone_same_identity())
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Rc<Slot>> = RefCell::new(Rc::new(Slot(Context::new())));
+}
+
+/// Runs `f` on the current context. `f` must not run user code nor drop user values.
+/// `None` if the thread-local is gone (thread teardown).
+#[inline]
+pub(crate) fn read<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
+    CURRENT.try_with(|cell| f(&cell.borrow().0)).ok()
+}
+
+/// Runs `f` on the current context; `f` may run any user code, including code that changes
+/// the current context. `f` gets `None` if the thread-local is gone.
+#[inline]
+pub(crate) fn read_shared<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
+    match CURRENT.try_with(|cell| Rc::clone(&cell.borrow())) {
+        Ok(slot) => f(Some(&slot.0)),
+        Err(_) => f(None),
+    }
+}
+
+/// Runs `f` on the current context, mutably. `f` must not run user code nor drop user values:
+/// it returns what it displaced. `None` (and `f` is not called) if the thread-local is gone.
+#[inline]
+pub(crate) fn modify<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
+    let mut f = Some(f);
+    let result = CURRENT.try_with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let f = f.take()?;
+        Some(f(&mut Rc::make_mut(&mut slot).0))
+    });
+    // `f` is dropped here, outside the borrow, if it was not called: it may own user values.
+    drop(f);
+    result.ok().flatten()
+}
+
+/// How [`Entered`] puts the previous context back.
+enum Restore {
+    /// The entered context was swapped into the thread's slot in place; swap it back.
+    Swapped,
+    /// The slot was shared by a reader, so the entered context got a slot of its own; this is
+    /// the previous slot.
+    Stashed(Rc<Slot>),
+    /// The thread-local is gone: nothing was entered.
+    Nothing,
+}
+
+/// Makes `ctx` the current context until the returned guard drops; then the previous one is
+/// current again and `ctx` holds everything set meanwhile. Nested guards must drop in LIFO
+/// order, which their borrows of the entered contexts enforce for `run`, and poll nesting for
+/// `Scoped`.
+#[inline]
+pub(crate) fn enter(ctx: &mut Context) -> Entered<'_> {
+    let restore = CURRENT
+        .try_with(|cell| {
+            let mut slot = cell.borrow_mut();
+            match Rc::get_mut(&mut slot) {
+                Some(Slot(current)) => {
+                    mem::swap(current, ctx);
+                    Restore::Swapped
+                }
+                None => enter_shared(&mut slot, ctx),
+            }
+        })
+        .unwrap_or(Restore::Nothing);
+    Entered { ctx, restore }
+}
+
+/// `enter` while a reader holds the thread's slot (a `run` inside `ContextVar::with`).
+#[cold]
+fn enter_shared(slot: &mut Rc<Slot>, ctx: &mut Context) -> Restore {
+    let entered = Rc::new(Slot(mem::take(ctx)));
+    Restore::Stashed(mem::replace(slot, entered))
+}
+
+/// Guard returned by [`enter`]. Its `Drop` cannot panic: the `borrow_mut` is never contended
+/// (see the module docs) and the rest only moves values.
+pub(crate) struct Entered<'a> {
+    ctx: &'a mut Context,
+    restore: Restore,
+}
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        match mem::replace(&mut self.restore, Restore::Nothing) {
+            Restore::Swapped => {
+                let swapped = CURRENT.try_with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    match Rc::get_mut(&mut slot) {
+                        Some(Slot(current)) => {
+                            mem::swap(current, self.ctx);
+                            true
+                        }
+                        None => false,
+                    }
+                });
+                if swapped == Ok(false) {
+                    self.exit_shared();
+                }
+            }
+            Restore::Stashed(previous) => self.exit_stashed(previous),
+            Restore::Nothing => {}
+        }
+    }
+}
+
+impl Entered<'_> {
+    /// The slot is shared at exit although readers are strictly nested; kept for robustness:
+    /// copy the entered context out and give the thread back its previous context.
+    #[cold]
+    fn exit_shared(&mut self) {
+        let _ = CURRENT.try_with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let entered = slot.0.clone_same_identity();
+            let previous = mem::replace(self.ctx, entered);
+            *slot = Rc::new(Slot(previous));
+        });
+    }
+
+    #[cold]
+    fn exit_stashed(&mut self, previous: Rc<Slot>) {
+        let entered = CURRENT.try_with(|cell| mem::replace(&mut *cell.borrow_mut(), previous));
+        if let Ok(entered) = entered {
+            *self.ctx = match Rc::try_unwrap(entered) {
+                Ok(Slot(ctx)) => ctx,
+                Err(shared) => shared.0.clone_same_identity(),
+            };
+        }
+    }
+}

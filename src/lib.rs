@@ -1,0 +1,141 @@
+//! Context variables for async and threaded Rust: per-request state that follows your code
+//! across `.await`s, spawned tasks and threads — Python's [`contextvars`] for Rust.
+//!
+//! A web service sets a request id in its middleware; the logger, the database layer and every
+//! task spawned for that request read it, and no other request ever sees it. `thread_local!`
+//! gets this wrong under async (many tasks share a thread), and `tokio::task_local!` can be
+//! neither set in place nor inherited by spawned tasks. A [`ContextVar`] does both.
+//!
+//! ```
+//! use contextvars::ContextVar;
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! fn log(msg: &str) {
+//!     REQUEST_ID.with(|id| println!("[{}] {msg}", id.map_or("-", String::as_str)));
+//! }
+//!
+//! REQUEST_ID.sync_scope("req-42".to_string(), || {
+//!     log("handling"); // [req-42] handling
+//!     contextvars::thread::spawn(|| log("in a worker")).join().unwrap(); // [req-42] ...
+//! });
+//! log("done"); // [-] done
+//! ```
+//!
+//! # The model
+//!
+//! - A [`Context`] maps variables to values. Each thread has a *current* context;
+//!   [`ContextVar::get`], [`with`](ContextVar::with) and [`set`](ContextVar::set) use it.
+//! - Copying a context ([`copy_context`], `clone`, [`Context::fork`]) is O(1) whatever its size:
+//!   the map is persistent and shares structure between copies. A copy is independent: a `set`
+//!   on one side is not seen by the other.
+//! - [`Context::run`] makes a context current for the length of a closure; what the closure
+//!   sets stays in that context. [`ContextVar::sync_scope`] runs a closure in a copy with one
+//!   variable set; nothing leaks out.
+//! - [`ContextVar::set`] returns a [`Token`]; [`ContextVar::reset`] undoes the `set` with it,
+//!   in the context that made it.
+//! - [`thread::spawn`] starts a thread in a fork of the caller's context. Threads started any
+//!   other way start empty.
+//!
+//! # Patterns
+//!
+//! Set a value for a block and undo it afterwards, even on early return — use `sync_scope`:
+//!
+//! ```
+//! # use contextvars::ContextVar;
+//! static TENANT: ContextVar<&'static str> = ContextVar::new("tenant");
+//! let rows = TENANT.sync_scope("acme", || format!("SELECT … WHERE tenant = '{}'", TENANT.get().unwrap()));
+//! assert!(rows.ends_with("'acme'"));
+//! assert!(TENANT.get().is_none());
+//! ```
+//!
+//! Or `set` and `reset` by hand, as in Python:
+//!
+//! ```
+//! # use contextvars::ContextVar;
+//! static DEPTH: ContextVar<u32> = ContextVar::with_default("depth", || 0);
+//! let token = DEPTH.set(*DEPTH.get().unwrap() + 1);
+//! assert_eq!(DEPTH.get().as_deref(), Some(&1));
+//! DEPTH.reset(token).unwrap();
+//! assert_eq!(DEPTH.get().as_deref(), Some(&0));
+//! ```
+//!
+//! Hand work to a thread pool with the caller's context — [`Context::bind`]:
+//!
+//! ```
+//! # use contextvars::{Context, ContextVar};
+//! static USER: ContextVar<&'static str> = ContextVar::new("user");
+//! USER.set("alice");
+//! let job = Context::current().fork().bind(|| USER.get());
+//! let seen = std::thread::spawn(job).join().unwrap();
+//! assert_eq!(seen.as_deref(), Some(&"alice"));
+//! ```
+//!
+//! # Compared with the alternatives
+//!
+//! | | `thread_local!` | `tokio::task_local!` | `contextvars` |
+//! |---|---|---|---|
+//! | correct when tasks share a thread | no | yes | yes |
+//! | set in place (`set`/`reset`) | yes | no (only `scope`) | yes |
+//! | inherited by spawned tasks/threads | no | no | yes, copied at spawn |
+//! | snapshot / run in another context | no | no | O(1) `copy_context` + `run` |
+//! | works with no runtime | yes | `sync_scope` only | yes |
+//! | per-variable inheritance policy | — | — | [`Inherit`] |
+//!
+//! # The shallow-copy pitfall
+//!
+//! Copies are shallow (S8): values are shared `Arc`s. A value with interior mutability — a
+//! `Mutex`, an atomic — mutated through one context is seen through every copy, and so is a
+//! mutable *default*, which is one object for the whole program:
+//!
+//! ```
+//! use contextvars::{ContextVar, Inherit};
+//! use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+//!
+//! static COUNTER: ContextVar<AtomicU32> = ContextVar::with_default("counter", || AtomicU32::new(0));
+//!
+//! let workers: Vec<_> = (0..3)
+//!     .map(|_| contextvars::thread::spawn(|| COUNTER.with(|c| c.unwrap().fetch_add(1, Relaxed))))
+//!     .collect();
+//! for w in workers { w.join().unwrap(); }
+//! assert_eq!(COUNTER.with(|c| c.unwrap().load(Relaxed)), 3); // everybody shared the default
+//! ```
+//!
+//! Two fixes: *bind* a fresh value where the work starts (`COUNTER.set(AtomicU32::new(0))` in
+//! each worker), or give the variable an [`Inherit::Fork`] policy so that each child gets its own
+//! copy of a bound value:
+//!
+//! ```
+//! use contextvars::{ContextVar, Inherit};
+//! use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+//!
+//! static COUNTER: ContextVar<AtomicU32> =
+//!     ContextVar::new("counter").inherit(Inherit::Fork(|_| AtomicU32::new(0)));
+//!
+//! COUNTER.set(AtomicU32::new(0)); // bound, so the policy applies to children
+//! let workers: Vec<_> = (0..3)
+//!     .map(|_| contextvars::thread::spawn(|| COUNTER.with(|c| c.unwrap().fetch_add(1, Relaxed) + 1)))
+//!     .collect();
+//! for w in workers { assert_eq!(w.join().unwrap(), 1); } // each counted alone
+//! assert_eq!(COUNTER.with(|c| c.unwrap().load(Relaxed)), 0);
+//! ```
+//!
+//! # Semantics
+//!
+//! The numbered rules (S1…S20) that the tests check are in the repository's `API.md`
+//! contract; each public item's docs say which rules it follows.
+//!
+//! [`contextvars`]: https://docs.python.org/3/library/contextvars.html
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod context;
+mod current;
+mod error;
+pub mod thread;
+mod var;
+
+pub use context::{Context, Iter, copy_context};
+pub use error::ResetError;
+pub use var::{ContextVar, Inherit, Token, VarKey};

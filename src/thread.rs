@@ -1,0 +1,43 @@
+//! Threads that start in a copy of the caller's context.
+
+use crate::context::Context;
+
+/// Spawns an OS thread that runs `f` in a fork of the caller's current context (S15, S20).
+///
+/// The fork is taken at the call, like `asyncio.create_task`: later changes in the parent are
+/// not seen by the thread, and what the thread sets is not seen by the parent. A thread started
+/// with [`std::thread::spawn`] starts with an empty context instead (S6).
+///
+/// To configure the thread (name, stack size), bind the closure yourself:
+/// `std::thread::Builder::new().spawn(Context::current().fork().bind(f))`.
+///
+/// # Panics
+///
+/// Panics if the OS fails to create a thread, like [`std::thread::spawn`].
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::ContextVar;
+///
+/// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+///
+/// REQUEST_ID.set(7);
+/// let handle = contextvars::thread::spawn(|| {
+///     let inherited = REQUEST_ID.get();
+///     REQUEST_ID.set(8); // stays in the thread
+///     inherited
+/// });
+/// assert_eq!(handle.join().unwrap().as_deref(), Some(&7));
+/// assert_eq!(REQUEST_ID.get().as_deref(), Some(&7));
+///
+/// // A plain std thread starts empty.
+/// assert!(std::thread::spawn(|| REQUEST_ID.get()).join().unwrap().is_none());
+/// ```
+pub fn spawn<F, R>(f: F) -> std::thread::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    std::thread::spawn(Context::current().fork().bind(f))
+}
