@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use imbl::GenericHashMap;
 use imbl::shared_ptr::DefaultSharedPtr;
 
 use crate::current;
+use crate::scoped::Scoped;
 use crate::var::{ContextVar, VarKey};
 
 /// A value as stored in a context; typed access goes through the variable's `T`.
@@ -75,7 +77,7 @@ static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
 ///
 /// Each thread has a *current* context; [`ContextVar::get`] and [`ContextVar::set`] read and
 /// write it. [`Context::run`] makes another context current for the length of a closure, and
-/// `Scoped` (with the async support) does the same for every poll of a future.
+/// [`Scoped`] does the same for every poll of a future.
 ///
 /// Copying a context ([`Clone`], [`Context::current`], [`Context::fork`]) is O(1) whatever
 /// its size: the map is persistent (a hash array mapped trie shared between copies), and only
@@ -369,7 +371,80 @@ impl Context {
         move || ctx.run(f)
     }
 
+    /// Wraps `fut` so that every poll runs in this context (S12).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let ctx = Context::new().with_value(&REQUEST_ID, 42);
+    /// let seen = ctx.scope(async { REQUEST_ID.get() }).await;
+    /// assert_eq!(seen.as_deref(), Some(&42));
+    /// # });
+    /// ```
+    pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
+        Scoped::new(self, fut)
+    }
+
     // ----- crate-internal access, used by `var`, `current` and the async modules -----
+
+    /// `Context::current().fork()` with one copy instead of two.
+    pub(crate) fn current_fork() -> Context {
+        let mut ctx = Context::current();
+        if ctx.special != 0 {
+            let parent = ctx.clone();
+            ctx.apply_fork_policies(&parent);
+        }
+        ctx
+    }
+
+    /// The bindings that differ between `base` and `self`, by `Arc` identity: `Some` for set or
+    /// changed, `None` for removed. What a bridge writes back (S16, S17).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the bridges live in `task`
+    pub(crate) fn changes_since(&self, base: &Context) -> Vec<(VarKey, Option<Binding>)> {
+        if self.map.ptr_eq(&base.map) {
+            return Vec::new();
+        }
+        let mut changes: Vec<_> = self
+            .map
+            .iter()
+            .filter(|(key, binding)| {
+                base.map
+                    .get(*key)
+                    .is_none_or(|old| !Arc::ptr_eq(&old.value, &binding.value))
+            })
+            .map(|(key, binding)| (*key, Some(binding.clone())))
+            .collect();
+        changes.extend(
+            base.map
+                .keys()
+                .filter(|key| !self.map.contains_key(*key))
+                .map(|key| (*key, None)),
+        );
+        changes
+    }
+
+    /// Applies [`Context::changes_since`] output, returning the displaced bindings for the
+    /// caller to drop outside any borrow.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the bridges live in `task`
+    pub(crate) fn apply_changes(
+        &mut self,
+        changes: Vec<(VarKey, Option<Binding>)>,
+    ) -> Vec<Binding> {
+        let mut displaced = Vec::with_capacity(changes.len());
+        for (key, change) in changes {
+            let old = match change {
+                Some(binding) => self.insert(key, binding),
+                None => self.remove(key.id()),
+            };
+            displaced.extend(old);
+        }
+        displaced
+    }
 
     #[inline]
     pub(crate) fn lookup(&self, id: u64) -> Option<&Binding> {
@@ -558,4 +633,44 @@ pub(crate) fn downcast_ref<T: Send + Sync + 'static>(value: &Value) -> &T {
     value
         .downcast_ref::<T>()
         .unwrap_or_else(|| unreachable!("a ContextVar's binding always holds its own type"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static A: ContextVar<u32> = ContextVar::new("a");
+    static B: ContextVar<u32> = ContextVar::new("b");
+    static C: ContextVar<u32> = ContextVar::new("c");
+
+    #[test]
+    fn changes_since_reports_set_changed_and_removed_by_identity() {
+        let base = Context::new().with_value(&A, 1).with_value(&B, 2);
+        let mut end = base.with_value(&C, 3); // set
+        end = end.with_value(&A, 1); // changed: equal value, new Arc
+        drop(end.remove(B.id())); // removed
+        let mut changes = end.changes_since(&base);
+        changes.sort_by_key(|(key, _)| key.name());
+        let summary: Vec<_> = changes
+            .iter()
+            .map(|(key, change)| (key.name(), change.is_some()))
+            .collect();
+        assert_eq!(summary, [("a", true), ("b", false), ("c", true)]);
+
+        // Applying them to a context that also has its own, untouched binding.
+        static D: ContextVar<u32> = ContextVar::new("d");
+        let mut target = base.with_value(&D, 4);
+        drop(target.apply_changes(changes));
+        assert!(Arc::ptr_eq(&target.get(&A).unwrap(), &end.get(&A).unwrap()));
+        assert!(!target.contains(&B));
+        assert_eq!(target.get(&C).as_deref(), Some(&3));
+        assert_eq!(target.get(&D).as_deref(), Some(&4));
+    }
+
+    #[test]
+    fn changes_since_an_identical_map_is_empty() {
+        let base = Context::new().with_value(&A, 1);
+        assert!(base.clone().changes_since(&base).is_empty());
+        assert!(Context::new().changes_since(&Context::new()).is_empty());
+    }
 }

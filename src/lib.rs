@@ -36,6 +36,8 @@
 //!   in the context that made it.
 //! - [`thread::spawn`] starts a thread in a fork of the caller's context. Threads started any
 //!   other way start empty.
+//! - A [`Scoped`] future enters its own context on every poll; [`task::spawn`] and friends give
+//!   every child task a fork of the caller's context, taken at the call.
 //!
 //! # Patterns
 //!
@@ -71,6 +73,57 @@
 //! assert_eq!(seen.as_deref(), Some(&"alice"));
 //! ```
 //!
+//! # Async code
+//!
+//! A future runs in a context when it is wrapped in a [`Scoped`]: the context is entered for
+//! every poll (and for the drop of the future), so what the future sets stays with it across
+//! `.await`s, even when a multi-thread runtime moves it between threads, and no other task sees
+//! it (S12).
+//!
+//! ```
+//! use contextvars::{ContextVar, task};
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! async fn handle(id: String) -> Option<String> {
+//!     REQUEST_ID.set(id);                       // in this task's own context
+//!     tokio::task::yield_now().await;           // other requests run here meanwhile
+//!     let db = task::spawn_blocking(|| REQUEST_ID.get()); // children inherit a copy
+//!     db.await.unwrap().map(|id| (*id).clone())
+//! }
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let a = task::spawn(handle("a".into()));
+//! let b = task::spawn(handle("b".into()));
+//! assert_eq!(a.await.unwrap().as_deref(), Some("a"));
+//! assert_eq!(b.await.unwrap().as_deref(), Some("b"));
+//! # });
+//! ```
+//!
+//! Which tool when:
+//!
+//! - [`task::spawn`], [`task::spawn_local`], [`task::spawn_blocking`] (feature `tokio`): spawn
+//!   with a fork of the caller's context, like `asyncio.create_task`. Use them instead of
+//!   `tokio::spawn` wherever the child should see the request's values.
+//! - [`FutureExt::with_current_context`]: the same for a future you hand to something else
+//!   (another executor, `tokio::spawn`, a `JoinSet`, a `select!` arm you want isolated).
+//! - [`FutureExt::with_context`] / [`Context::scope`]: run a future in a context you built, e.g.
+//!   with [`Context::with_value`] in a middleware.
+//! - [`ContextVar::scope`]: run a future with one variable set, like `task_local!`'s `scope`.
+//! - [`task::sync_to_async`] and [`task::async_to_sync`]: asgiref's bridges between sync and
+//!   async code; what the other side sets comes back to the caller (S16, S17).
+//!
+//! **Unwrapped futures (S13).** A future that is not inside a `Scoped` runs in whatever context
+//! its thread has. Spawned with a plain `tokio::spawn`, its `set` writes into the worker thread's
+//! own context, where the next plain task on that thread will see it. The root future of a
+//! `block_on` shares the calling thread's context. Spawn through [`task::spawn`] or wrap with
+//! [`FutureExt::with_current_context`] to give each task its own.
+//!
+//! **Compared with `tokio::task_local!`.** A task-local is only set through `scope`, for one
+//! future, and a spawned task does not inherit it. A `ContextVar` can be `set` anywhere inside
+//! the task, is inherited by every child spawned through this crate, and also works in sync
+//! code, threads and other executors. Both enter their value on every poll.
+//!
 //! # Compared with the alternatives
 //!
 //! | | `thread_local!` | `tokio::task_local!` | `contextvars` |
@@ -78,6 +131,7 @@
 //! | correct when tasks share a thread | no | yes | yes |
 //! | set in place (`set`/`reset`) | yes | no (only `scope`) | yes |
 //! | inherited by spawned tasks/threads | no | no | yes, copied at spawn |
+//! | survives `.await` on a work-stealing runtime | no | yes | yes |
 //! | snapshot / run in another context | no | no | O(1) `copy_context` + `run` |
 //! | works with no runtime | yes | `sync_scope` only | yes |
 //! | per-variable inheritance policy | — | — | [`Inherit`] |
@@ -133,9 +187,14 @@
 mod context;
 mod current;
 mod error;
+mod scoped;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod task;
 pub mod thread;
 mod var;
 
 pub use context::{Context, Iter, copy_context};
 pub use error::ResetError;
+pub use scoped::{FutureExt, Scoped};
 pub use var::{ContextVar, Inherit, Token, VarKey};

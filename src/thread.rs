@@ -39,5 +39,5 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    std::thread::spawn(Context::current().fork().bind(f))
+    std::thread::spawn(Context::current_fork().bind(f))
 }

@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::borrow::Borrow;
 use std::fmt;
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -11,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use crate::context::{self, Binding, Context, ContextId, Forker, Policy, Value};
 use crate::current;
 use crate::error::ResetError;
+use crate::scoped::Scoped;
 
 /// Ids are never reused (S1): a var created at run time never aliases another one.
 static NEXT_VAR_ID: AtomicU64 = AtomicU64::new(1);
@@ -366,6 +368,31 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     pub fn sync_scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         self.scoped_context(value).run(f)
+    }
+
+    /// Wraps `fut` so that it runs in a copy of the current context (taken now) in which this
+    /// variable is `value` (S14). Nothing the future sets leaks out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let id = REQUEST_ID
+    ///     .scope("req-1".to_string(), async {
+    ///         tokio::task::yield_now().await;
+    ///         REQUEST_ID.get()
+    ///     })
+    ///     .await;
+    /// assert_eq!(id.as_deref().map(String::as_str), Some("req-1"));
+    /// assert!(REQUEST_ID.get().is_none());
+    /// # });
+    /// ```
+    pub fn scope<F: Future>(&self, value: T, fut: F) -> Scoped<F> {
+        Scoped::new(self.scoped_context(value), fut)
     }
 
     // ----- crate-internal -----

@@ -1,0 +1,307 @@
+//! [`Scoped`]: a future (or stream, or sink) that runs in its own [`Context`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::context::Context;
+use crate::current;
+
+pin_project! {
+    /// A future that makes its [`Context`] current for every poll of the inner future and while
+    /// the inner future is dropped (S12).
+    ///
+    /// What the inner future sets stays in the `Scoped`'s context across `.await`s, and no other
+    /// task sees it, even on a multi-thread runtime that moves the task between threads. Nothing
+    /// is held across `Poll::Pending`: the context is entered at the start of each poll and left
+    /// at its end, also when the poll panics.
+    ///
+    /// Made by [`FutureExt::with_context`], [`FutureExt::with_current_context`],
+    /// [`ContextVar::scope`](crate::ContextVar::scope) and [`Context::scope`]; the spawn helpers
+    /// in `task` wrap every child in one.
+    ///
+    /// With the `futures` feature, a `Scoped` stream or sink is a `Stream` or `Sink` that enters
+    /// its context the same way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar, Scoped};
+    ///
+    /// static STEP: ContextVar<u32> = ContextVar::new("step");
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let mut fut = std::pin::pin!(Scoped::new(Context::new(), async {
+    ///     STEP.set(1);
+    ///     tokio::task::yield_now().await; // the value survives the suspension
+    ///     *STEP.get().unwrap()
+    /// }));
+    /// assert_eq!(fut.as_mut().await, 1);
+    /// assert_eq!(fut.context().get(&STEP).as_deref(), Some(&1)); // kept in the future's context
+    /// assert!(STEP.get().is_none()); // never leaked to the caller
+    /// # });
+    /// ```
+    #[project = ScopedProj]
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct Scoped<F> {
+        context: Context,
+        // `None` only while `Scoped` is being dropped, so that the inner future is dropped
+        // inside the context (as tokio's `TaskLocalFuture` does, tokio#4604).
+        #[pin]
+        inner: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if std::mem::needs_drop::<F>() && this.inner.is_some() {
+                let _entered = current::enter(this.context);
+                this.inner.set(None);
+            }
+        }
+    }
+}
+
+impl<F> Scoped<F> {
+    /// Wraps `inner` so that it runs in `context`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar, Scoped};
+    ///
+    /// static USER: ContextVar<&'static str> = ContextVar::new("user");
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let ctx = Context::new().with_value(&USER, "alice");
+    /// let user = Scoped::new(ctx, async { USER.get() }).await;
+    /// assert_eq!(user.as_deref(), Some(&"alice"));
+    /// # });
+    /// ```
+    pub fn new(context: Context, inner: F) -> Self {
+        Scoped {
+            context,
+            inner: Some(inner),
+        }
+    }
+
+    /// The future's context as of its last poll: what it has set so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, FutureExt};
+    ///
+    /// let fut = async {}.with_context(Context::new());
+    /// assert!(fut.context().is_empty());
+    /// ```
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// Borrows the inner future.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, FutureExt};
+    ///
+    /// let fut = std::future::ready(5).with_context(Context::new());
+    /// let _inner: &std::future::Ready<i32> = fut.inner();
+    /// ```
+    pub fn inner(&self) -> &F {
+        self.inner.as_ref().expect(INNER_PRESENT)
+    }
+
+    /// Mutably borrows the inner future.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, FutureExt};
+    ///
+    /// let mut fut = std::future::ready(5).with_context(Context::new());
+    /// let _inner: &mut std::future::Ready<i32> = fut.inner_mut();
+    /// ```
+    pub fn inner_mut(&mut self) -> &mut F {
+        self.inner.as_mut().expect(INNER_PRESENT)
+    }
+
+    /// Pin-projects to the inner future.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, FutureExt};
+    ///
+    /// let mut fut = std::pin::pin!(std::future::ready(5).with_context(Context::new()));
+    /// let _inner: std::pin::Pin<&mut std::future::Ready<i32>> = fut.as_mut().inner_pin_mut();
+    /// ```
+    pub fn inner_pin_mut(self: Pin<&mut Self>) -> Pin<&mut F> {
+        self.project().inner.as_pin_mut().expect(INNER_PRESENT)
+    }
+
+    /// Unwraps the inner future and the context, in that order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar, FutureExt};
+    ///
+    /// static V: ContextVar<u8> = ContextVar::new("v");
+    /// let (fut, ctx) = async {}.with_context(Context::new().with_value(&V, 1)).into_parts();
+    /// assert_eq!(ctx.get(&V).as_deref(), Some(&1));
+    /// # drop(fut);
+    /// ```
+    pub fn into_parts(mut self) -> (F, Context) {
+        let inner = self.inner.take().expect(INNER_PRESENT);
+        (inner, std::mem::take(&mut self.context))
+    }
+
+    /// Unwraps the inner future, dropping the context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, FutureExt};
+    ///
+    /// let fut = std::future::ready(5).with_context(Context::new()).into_inner();
+    /// # drop(fut);
+    /// ```
+    pub fn into_inner(self) -> F {
+        self.into_parts().0
+    }
+
+    /// Runs `f` on the inner future with the context entered.
+    #[inline]
+    fn enter<R>(self: Pin<&mut Self>, f: impl FnOnce(Pin<&mut F>) -> R) -> R {
+        let this = self.project();
+        let _entered = current::enter(this.context);
+        // `inner` is `None` only inside `drop`, which never polls.
+        f(this.inner.as_pin_mut().expect(INNER_PRESENT))
+    }
+}
+
+/// Why the `expect`s on `Scoped::inner` cannot fail.
+const INNER_PRESENT: &str = "Scoped's inner value is only taken by drop or into_parts";
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        self.enter(|inner| inner.poll(cx))
+    }
+}
+
+impl<F: fmt::Debug> fmt::Debug for Scoped<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scoped")
+            .field("context", &self.context)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+#[cfg(feature = "futures")]
+#[cfg_attr(docsrs, doc(cfg(feature = "futures")))]
+impl<S: futures_core::Stream> futures_core::Stream for Scoped<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
+        self.enter(|inner| inner.poll_next(cx))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner().size_hint()
+    }
+}
+
+#[cfg(feature = "futures")]
+#[cfg_attr(docsrs, doc(cfg(feature = "futures")))]
+impl<S: futures_sink::Sink<Item>, Item> futures_sink::Sink<Item> for Scoped<S> {
+    type Error = S::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.enter(|inner| inner.poll_ready(cx))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Item) -> Result<(), S::Error> {
+        self.enter(|inner| inner.start_send(item))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.enter(|inner| inner.poll_flush(cx))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.enter(|inner| inner.poll_close(cx))
+    }
+}
+
+/// Extension methods that put a future in a [`Context`]: the counterpart of tracing's
+/// `Instrument`.
+///
+/// Implemented for every [`Future`]. Import it as `use contextvars::FutureExt as _;` if another
+/// `FutureExt` is in scope.
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::{ContextVar, FutureExt};
+///
+/// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// REQUEST_ID.set(7);
+/// // A fork of the caller's context, taken now, travels with the future.
+/// let child = tokio::spawn(async { REQUEST_ID.get() }.with_current_context());
+/// assert_eq!(child.await.unwrap().as_deref(), Some(&7));
+/// # });
+/// ```
+pub trait FutureExt: Future + Sized {
+    /// Runs this future in `context`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar, FutureExt};
+    ///
+    /// static V: ContextVar<u8> = ContextVar::new("v");
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let got = async { V.get() }.with_context(Context::new().with_value(&V, 1)).await;
+    /// assert_eq!(got.as_deref(), Some(&1));
+    /// # });
+    /// ```
+    fn with_context(self, context: Context) -> Scoped<Self> {
+        Scoped::new(context, self)
+    }
+
+    /// Runs this future in a fork of the current context, taken now
+    /// (`with_context(Context::current().fork())`).
+    ///
+    /// Use it on a future you hand to another executor or to `tokio::spawn`, so that it neither
+    /// sees later changes of the caller nor writes into the thread it happens to run on (S13).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{ContextVar, FutureExt};
+    ///
+    /// static V: ContextVar<u8> = ContextVar::new("v");
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// V.set(1);
+    /// let fut = async { V.get() }.with_current_context();
+    /// V.set(2); // after the fork: not seen
+    /// assert_eq!(fut.await.as_deref(), Some(&1));
+    /// # });
+    /// ```
+    fn with_current_context(self) -> Scoped<Self> {
+        Scoped::new(Context::current_fork(), self)
+    }
+}
+
+impl<F: Future> FutureExt for F {}
