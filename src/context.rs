@@ -26,6 +26,8 @@ pub(crate) enum Policy {
     Share,
     Drop,
     Fork(Forker),
+    /// Dropped on fork *and* never written back by a bridge: `Local::thread_critical` (S19).
+    ThreadCritical,
 }
 
 /// One variable bound in a context.
@@ -191,7 +193,7 @@ impl Context {
         for (key, binding) in parent.map.iter() {
             match &binding.policy {
                 Policy::Share => {}
-                Policy::Drop => {
+                Policy::Drop | Policy::ThreadCritical => {
                     self.remove(key.id());
                 }
                 Policy::Fork(fork) => {
@@ -409,21 +411,24 @@ impl Context {
         if self.map.ptr_eq(&base.map) {
             return Vec::new();
         }
+        let bridged = |binding: &Binding| !matches!(binding.policy, Policy::ThreadCritical);
         let mut changes: Vec<_> = self
             .map
             .iter()
             .filter(|(key, binding)| {
-                base.map
-                    .get(*key)
-                    .is_none_or(|old| !Arc::ptr_eq(&old.value, &binding.value))
+                bridged(binding)
+                    && base
+                        .map
+                        .get(*key)
+                        .is_none_or(|old| !Arc::ptr_eq(&old.value, &binding.value))
             })
             .map(|(key, binding)| (*key, Some(binding.clone())))
             .collect();
         changes.extend(
             base.map
-                .keys()
-                .filter(|key| !self.map.contains_key(*key))
-                .map(|key| (*key, None)),
+                .iter()
+                .filter(|(key, binding)| bridged(binding) && !self.map.contains_key(*key))
+                .map(|(key, _)| (*key, None)),
         );
         changes
     }

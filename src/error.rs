@@ -39,3 +39,52 @@ impl fmt::Display for ResetError {
 }
 
 impl std::error::Error for ResetError {}
+
+/// Why [`Local::get`](crate::Local::get) or [`Local::remove`](crate::Local::remove) failed:
+/// Python's `AttributeError`, plus a type check Python does not have.
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::{Local, LocalError};
+///
+/// static LOCAL: Local = Local::new();
+///
+/// assert_eq!(
+///     LOCAL.get::<u32>("missing").unwrap_err(),
+///     LocalError::Missing { name: "missing".into() }
+/// );
+/// LOCAL.set("count", 1u32);
+/// let err = LOCAL.get::<String>("count").unwrap_err();
+/// assert!(matches!(err, LocalError::WrongType { .. }));
+/// assert!(err.to_string().contains("alloc::string::String"));
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalError {
+    /// No attribute of that name is set in the current context.
+    Missing {
+        /// The attribute asked for.
+        name: String,
+    },
+    /// The attribute holds a value of another type than the one asked for.
+    WrongType {
+        /// The attribute asked for.
+        name: String,
+        /// The type asked for (`std::any::type_name`).
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for LocalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LocalError::Missing { name } => write!(f, "Local has no attribute {name:?}"),
+            LocalError::WrongType { name, expected } => {
+                write!(f, "Local attribute {name:?} is not a {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LocalError {}

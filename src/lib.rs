@@ -124,6 +124,26 @@
 //! the task, is inherited by every child spawned through this crate, and also works in sync
 //! code, threads and other executors. Both enter their value on every poll.
 //!
+//! # Named attributes: `Local`
+//!
+//! [`Local`] is Django's `asgiref.local.Local`: named, typed attributes in one object, context
+//! local in async code and thread local in plain threads, carried across the bridges. Code ported
+//! from Python (django-log-request-id keeps the request id in one) maps one to one:
+//!
+//! ```
+//! use contextvars::Local;
+//!
+//! static REQUEST: Local = Local::new();
+//!
+//! REQUEST.set("request_id", "req-7".to_string());
+//! assert_eq!(REQUEST.get::<String>("request_id").unwrap().as_str(), "req-7");
+//! assert!(REQUEST.get::<u32>("request_id").is_err()); // wrong type: LocalError::WrongType
+//! REQUEST.remove("request_id").unwrap();
+//! ```
+//!
+//! [`Local::thread_critical`] keeps values that must not leave their thread or task (never
+//! inherited, never bridged).
+//!
 //! # Compared with the alternatives
 //!
 //! | | `thread_local!` | `tokio::task_local!` | `contextvars` |
@@ -187,6 +207,7 @@
 mod context;
 mod current;
 mod error;
+mod local;
 mod scoped;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
@@ -195,6 +216,7 @@ pub mod thread;
 mod var;
 
 pub use context::{Context, Iter, copy_context};
-pub use error::ResetError;
+pub use error::{LocalError, ResetError};
+pub use local::Local;
 pub use scoped::{FutureExt, Scoped};
 pub use var::{ContextVar, Inherit, Token, VarKey};

@@ -48,6 +48,8 @@ pub struct ContextVar<T: 'static> {
     inherit: Inherit<T>,
     /// The erased `Inherit::Fork` function, made on the first `set`.
     forker: OnceLock<Forker>,
+    /// Never carried to another context, not even by a bridge (`Local::thread_critical`).
+    thread_critical: bool,
 }
 
 impl<T: Send + Sync + 'static> ContextVar<T> {
@@ -71,6 +73,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             default_value: OnceLock::new(),
             inherit: Inherit::Share,
             forker: OnceLock::new(),
+            thread_critical: false,
         }
     }
 
@@ -103,6 +106,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             default_value: OnceLock::new(),
             inherit: Inherit::Share,
             forker: OnceLock::new(),
+            thread_critical: false,
         }
     }
 
@@ -140,6 +144,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             default_value: OnceLock::new(),
             inherit: policy,
             forker: OnceLock::new(),
+            thread_critical: false,
         }
     }
 
@@ -397,6 +402,20 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
 
     // ----- crate-internal -----
 
+    /// A variable whose bindings stay in the context that made them: dropped by every fork and
+    /// never written back by a bridge (S19).
+    pub(crate) const fn new_thread_critical(name: &'static str) -> Self {
+        ContextVar {
+            name,
+            id: AtomicU64::new(0),
+            default: None,
+            default_value: OnceLock::new(),
+            inherit: Inherit::None,
+            forker: OnceLock::new(),
+            thread_critical: true,
+        }
+    }
+
     /// The copy of the current context that `scope` and `sync_scope` run in.
     pub(crate) fn scoped_context(&self, value: T) -> Context {
         let mut ctx = Context::current();
@@ -436,6 +455,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     #[inline]
     pub(crate) fn binding(&self, value: Arc<T>) -> Binding {
         let policy = match self.inherit {
+            _ if self.thread_critical => Policy::ThreadCritical,
             Inherit::Share => Policy::Share,
             Inherit::None => Policy::Drop,
             Inherit::Fork(fork) => Policy::Fork(self.forker(fork)),

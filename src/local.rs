@@ -1,0 +1,217 @@
+//! [`Local`]: asgiref's `Local` — named attributes that are context-local in async code and
+//! thread-local in sync code.
+
+use std::any::{Any, type_name};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::LocalError;
+use crate::var::ContextVar;
+
+/// The attributes of one `Local` in one context: a persistent map, so a copy is O(1) and a
+/// write copies only the path it changes (asgiref's `_CVar` holds a dict per context).
+type Attributes = imbl::HashMap<String, Arc<dyn Any + Send + Sync>>;
+
+/// Named, typed attributes stored in the current context: Django's `asgiref.local.Local`.
+///
+/// Each task (each [`Context`](crate::Context)) sees its own attributes; a child task, thread or
+/// bridge starts with the parent's attributes as of the fork, and a `set` or `remove` in a child
+/// never changes the parent. [`task::sync_to_async`](crate::task::sync_to_async) and
+/// [`task::async_to_sync`](crate::task::async_to_sync) carry changes back, as asgiref does (S18).
+/// In plain threaded code with no context entered, the current context is the thread's own, so a
+/// `Local` acts as a thread local.
+///
+/// All of a `Local`'s attributes live in one entry of the context (one hidden
+/// [`ContextVar`]), copied on write. Every method is safe to call from any number of threads
+/// and tasks at once: each works on its own current context.
+///
+/// Unlike asgiref, values are not tied to an OS thread in async code, because Tokio moves tasks
+/// between threads; [`Local::thread_critical`] is the closest equivalent.
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::Local;
+///
+/// static REQUEST: Local = Local::new();
+///
+/// REQUEST.set("id", "req-1".to_string());
+/// REQUEST.set("user_id", 42u64);
+/// assert_eq!(*REQUEST.get::<u64>("user_id").unwrap(), 42);
+/// assert_eq!(REQUEST.get::<String>("id").unwrap().as_str(), "req-1");
+///
+/// // A thread started through this crate sees a copy; its changes stay there.
+/// contextvars::thread::spawn(|| {
+///     REQUEST.set("id", "changed in the thread".to_string());
+/// })
+/// .join()
+/// .unwrap();
+/// assert_eq!(REQUEST.get::<String>("id").unwrap().as_str(), "req-1");
+/// ```
+pub struct Local {
+    attributes: ContextVar<Attributes>,
+    thread_critical: bool,
+}
+
+impl Local {
+    /// Creates a `Local` whose attributes follow the context: inherited by children, carried
+    /// both ways by the bridges.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// static LOCAL: contextvars::Local = contextvars::Local::new();
+    /// assert!(!LOCAL.contains("anything"));
+    /// ```
+    pub const fn new() -> Local {
+        Local {
+            attributes: ContextVar::new("Local"),
+            thread_critical: false,
+        }
+    }
+
+    /// Creates a `Local` whose attributes are never carried to another context: not by a fork
+    /// (so not by `task::spawn*` or `thread::spawn`), not by `sync_to_async` or `async_to_sync`
+    /// in either direction (S19).
+    ///
+    /// In plain code it is a thread local; inside a [`Scoped`](crate::Scoped) poll it belongs to
+    /// that task, and moves with it if the runtime migrates the task. Use it for what must not
+    /// cross threads or tasks, such as a connection that is not thread-safe to share.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::Local;
+    ///
+    /// static CONNECTION: Local = Local::thread_critical();
+    ///
+    /// CONNECTION.set("conn", "connection of the main thread");
+    /// let seen_in_child = contextvars::thread::spawn(|| CONNECTION.contains("conn"))
+    ///     .join()
+    ///     .unwrap();
+    /// assert!(!seen_in_child);
+    /// assert!(CONNECTION.contains("conn"));
+    /// ```
+    pub const fn thread_critical() -> Local {
+        Local {
+            attributes: ContextVar::new_thread_critical("Local(thread_critical)"),
+            thread_critical: true,
+        }
+    }
+
+    /// Sets attribute `name` to `value` in the current context, replacing any previous value
+    /// of any type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// static LOCAL: contextvars::Local = contextvars::Local::new();
+    /// LOCAL.set("retries", 3u8);
+    /// LOCAL.set("retries", "three"); // another type is fine
+    /// assert_eq!(*LOCAL.get::<&str>("retries").unwrap(), "three");
+    /// ```
+    pub fn set<T: Send + Sync + 'static>(&self, name: &str, value: T) {
+        let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+        let mut attributes = self.snapshot();
+        attributes.insert(name.to_owned(), value);
+        self.attributes.set(attributes);
+    }
+
+    /// Returns attribute `name` of the current context.
+    ///
+    /// # Errors
+    ///
+    /// - [`LocalError::Missing`] if `name` is not set;
+    /// - [`LocalError::WrongType`] if it holds another type than `T` (nothing changes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Local, LocalError};
+    ///
+    /// static LOCAL: Local = Local::new();
+    /// LOCAL.set("user", "alice".to_string());
+    /// assert_eq!(LOCAL.get::<String>("user").unwrap().as_str(), "alice");
+    /// assert!(matches!(LOCAL.get::<u32>("user"), Err(LocalError::WrongType { .. })));
+    /// assert!(matches!(LOCAL.get::<String>("nobody"), Err(LocalError::Missing { .. })));
+    /// ```
+    pub fn get<T: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<T>, LocalError> {
+        let value = self
+            .attributes
+            .with(|attributes| attributes.and_then(|a| a.get(name)).cloned())
+            .ok_or_else(|| LocalError::Missing {
+                name: name.to_owned(),
+            })?;
+        value.downcast::<T>().map_err(|_| LocalError::WrongType {
+            name: name.to_owned(),
+            expected: type_name::<T>(),
+        })
+    }
+
+    /// Removes attribute `name` from the current context (Python's `del local.name`).
+    ///
+    /// # Errors
+    ///
+    /// [`LocalError::Missing`] if `name` is not set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// static LOCAL: contextvars::Local = contextvars::Local::new();
+    /// LOCAL.set("tmp", 1);
+    /// LOCAL.remove("tmp").unwrap();
+    /// assert!(!LOCAL.contains("tmp"));
+    /// assert!(LOCAL.remove("tmp").is_err());
+    /// ```
+    pub fn remove(&self, name: &str) -> Result<(), LocalError> {
+        let mut attributes = self.snapshot();
+        if attributes.remove(name).is_none() {
+            return Err(LocalError::Missing {
+                name: name.to_owned(),
+            });
+        }
+        self.attributes.set(attributes);
+        Ok(())
+    }
+
+    /// Whether attribute `name` is set in the current context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// static LOCAL: contextvars::Local = contextvars::Local::new();
+    /// assert!(!LOCAL.contains("x"));
+    /// LOCAL.set("x", ());
+    /// assert!(LOCAL.contains("x"));
+    /// ```
+    pub fn contains(&self, name: &str) -> bool {
+        self.attributes
+            .with(|attributes| attributes.is_some_and(|a| a.contains_key(name)))
+    }
+
+    /// An O(1) copy of the current attributes, to change and store back.
+    fn snapshot(&self) -> Attributes {
+        self.attributes
+            .with(|attributes| attributes.cloned())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Local::new()
+    }
+}
+
+impl fmt::Debug for Local {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<String> = self
+            .attributes
+            .with(|a| a.map(|a| a.keys().cloned().collect()).unwrap_or_default());
+        names.sort();
+        f.debug_struct("Local")
+            .field("thread_critical", &self.thread_critical)
+            .field("attributes", &names)
+            .finish()
+    }
+}
