@@ -3,14 +3,11 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use imbl::GenericHashMap;
-use imbl::shared_ptr::DefaultSharedPtr;
-
 use crate::current;
+use crate::map::{self, VarMap};
 use crate::scoped::Scoped;
 use crate::var::{ContextVar, VarKey};
 
@@ -42,32 +39,6 @@ impl Binding {
         matches!(self.policy, Policy::Share)
     }
 }
-
-/// Variable ids are small sequential integers: hashing them is the identity, and the HAMT
-/// consumes the low bits first, so consecutive ids spread over the root node.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed; this keeps the hasher total for anything else.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-}
-
-type VarMap = GenericHashMap<VarKey, Binding, BuildHasherDefault<IdHasher>, DefaultSharedPtr>;
 
 /// Identity of a context for [`Token`](crate::Token)s. 0 means "no token was made here yet":
 /// ids are handed out on the first `set`, so copying a context costs nothing extra.
@@ -238,8 +209,7 @@ impl Context {
     /// ```
     #[inline]
     pub fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let _entered = current::enter(self);
-        f()
+        current::run_in(self, f)
     }
 
     /// Returns the value bound to `var` in this context (S10).
@@ -305,7 +275,7 @@ impl Context {
     /// ```
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 
     /// Iterates over the bindings of this context, in no particular order.
@@ -419,7 +389,7 @@ impl Context {
                 bridged(binding)
                     && base
                         .map
-                        .get(*key)
+                        .get(key.id())
                         .is_none_or(|old| !Arc::ptr_eq(&old.value, &binding.value))
             })
             .map(|(key, binding)| (*key, Some(binding.clone())))
@@ -427,7 +397,7 @@ impl Context {
         changes.extend(
             base.map
                 .iter()
-                .filter(|(key, binding)| bridged(binding) && !self.map.contains_key(*key))
+                .filter(|(key, binding)| bridged(binding) && !self.map.contains_key(key.id()))
                 .map(|(key, _)| (*key, None)),
         );
         changes
@@ -453,7 +423,7 @@ impl Context {
 
     #[inline]
     pub(crate) fn lookup(&self, id: u64) -> Option<&Binding> {
-        self.map.get(&id)
+        self.map.get(id)
     }
 
     /// Binds `key`, returning the displaced binding so that the caller drops it outside any
@@ -470,7 +440,7 @@ impl Context {
 
     /// Unbinds `id`, returning the binding for the caller to drop (see [`Context::insert`]).
     pub(crate) fn remove(&mut self, id: u64) -> Option<Binding> {
-        let old = self.map.remove(&id);
+        let old = self.map.remove(id);
         if let Some(old) = &old {
             self.special -= usize::from(!old.is_shared_on_fork());
         }
@@ -530,7 +500,7 @@ impl PartialEq for Context {
                 && self.map.iter().all(|(key, binding)| {
                     other
                         .map
-                        .get(key)
+                        .get(key.id())
                         .is_some_and(|theirs| Arc::ptr_eq(&binding.value, &theirs.value))
                 }))
     }
@@ -567,7 +537,7 @@ impl fmt::Debug for Context {
 /// assert_eq!(names, ["a"]);
 /// ```
 pub struct Iter<'a> {
-    inner: imbl::hashmap::Iter<'a, VarKey, Binding, DefaultSharedPtr>,
+    inner: map::Iter<'a>,
 }
 
 impl<'a> Iterator for Iter<'a> {

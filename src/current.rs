@@ -71,6 +71,28 @@ pub(crate) fn modify<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
     result.ok().flatten()
 }
 
+/// Runs `f` with `ctx` as the current context: [`enter`] and its guard within a single
+/// thread-local access. If the thread-local is gone, `f` runs without entering `ctx`.
+#[inline]
+pub(crate) fn run_in<R>(ctx: &mut Context, f: impl FnOnce() -> R) -> R {
+    let mut f = Some(f);
+    let mut ctx = Some(ctx);
+    let entered = CURRENT.try_with(|cell| {
+        let (f, ctx) = (f.take(), ctx.take());
+        // Both were just `Some`; `try_with` calls this closure at most once.
+        let (Some(f), Some(ctx)) = (f, ctx) else {
+            unreachable!("run_in's closure runs once")
+        };
+        let _entered = enter_cell(cell, ctx);
+        f()
+    });
+    match (entered, f) {
+        (Ok(result), _) => result,
+        (Err(_), Some(f)) => f(),
+        (Err(_), None) => unreachable!("f is only taken when the thread-local is alive"),
+    }
+}
+
 /// How [`Entered`] puts the previous context back.
 enum Restore {
     /// The entered context was swapped into the thread's slot in place; swap it back.
@@ -89,18 +111,36 @@ enum Restore {
 #[inline]
 pub(crate) fn enter(ctx: &mut Context) -> Entered<'_> {
     let restore = CURRENT
-        .try_with(|cell| {
-            let mut slot = cell.borrow_mut();
-            match Rc::get_mut(&mut slot) {
-                Some(Slot(current)) => {
-                    mem::swap(current, ctx);
-                    Restore::Swapped
-                }
-                None => enter_shared(&mut slot, ctx),
-            }
-        })
+        .try_with(|cell| swap_in(cell, ctx))
         .unwrap_or(Restore::Nothing);
-    Entered { ctx, restore }
+    Entered {
+        ctx,
+        restore,
+        cell: None,
+    }
+}
+
+/// [`enter`] with the thread-local already in hand; the guard reuses it on exit.
+#[inline]
+fn enter_cell<'a>(cell: &'a RefCell<Rc<Slot>>, ctx: &'a mut Context) -> Entered<'a> {
+    let restore = swap_in(cell, ctx);
+    Entered {
+        ctx,
+        restore,
+        cell: Some(cell),
+    }
+}
+
+#[inline]
+fn swap_in(cell: &RefCell<Rc<Slot>>, ctx: &mut Context) -> Restore {
+    let mut slot = cell.borrow_mut();
+    match Rc::get_mut(&mut slot) {
+        Some(Slot(current)) => {
+            mem::swap(current, ctx);
+            Restore::Swapped
+        }
+        None => enter_shared(&mut slot, ctx),
+    }
 }
 
 /// `enter` while a reader holds the thread's slot (a `run` inside `ContextVar::with`).
@@ -115,6 +155,8 @@ fn enter_shared(slot: &mut Rc<Slot>, ctx: &mut Context) -> Restore {
 pub(crate) struct Entered<'a> {
     ctx: &'a mut Context,
     restore: Restore,
+    /// The thread-local, when the guard was made with it in hand (saves a lookup on exit).
+    cell: Option<&'a RefCell<Rc<Slot>>>,
 }
 
 impl Drop for Entered<'_> {
@@ -122,16 +164,18 @@ impl Drop for Entered<'_> {
     fn drop(&mut self) {
         match mem::replace(&mut self.restore, Restore::Nothing) {
             Restore::Swapped => {
-                let swapped = CURRENT.try_with(|cell| {
-                    let mut slot = cell.borrow_mut();
-                    match Rc::get_mut(&mut slot) {
+                let mut swap_out =
+                    |cell: &RefCell<Rc<Slot>>| match Rc::get_mut(&mut cell.borrow_mut()) {
                         Some(Slot(current)) => {
                             mem::swap(current, self.ctx);
                             true
                         }
                         None => false,
-                    }
-                });
+                    };
+                let swapped = match self.cell {
+                    Some(cell) => Ok(swap_out(cell)),
+                    None => CURRENT.try_with(swap_out),
+                };
                 if swapped == Ok(false) {
                     self.exit_shared();
                 }

@@ -208,6 +208,7 @@ mod context;
 mod current;
 mod error;
 mod local;
+mod map;
 mod scoped;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]

@@ -179,9 +179,9 @@ impl<F> Scoped<F> {
     #[inline]
     fn enter<R>(self: Pin<&mut Self>, f: impl FnOnce(Pin<&mut F>) -> R) -> R {
         let this = self.project();
-        let _entered = current::enter(this.context);
+        let inner = this.inner;
         // `inner` is `None` only inside `drop`, which never polls.
-        f(this.inner.as_pin_mut().expect(INNER_PRESENT))
+        current::run_in(this.context, || f(inner.as_pin_mut().expect(INNER_PRESENT)))
     }
 }
 
