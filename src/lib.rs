@@ -207,6 +207,7 @@
 mod context;
 mod current;
 mod error;
+mod id;
 mod local;
 mod map;
 mod scoped;

@@ -217,7 +217,8 @@ where
 ///   [`sync_to_async`] to reach sync code): panics with a message naming `async_to_sync`,
 ///   rather than risking a deadlock.
 /// - If `fut` panics, what it set before the panic is written back, then the panic resumes.
-/// - If the private runtime cannot be created (the OS refuses its resources).
+/// - If the private runtime cannot be created (the OS refuses its resources), or if called from
+///   a thread-local destructor while the thread is being torn down.
 ///
 /// # Examples
 ///

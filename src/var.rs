@@ -6,12 +6,13 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use crate::context::{self, Binding, Context, ContextId, Forker, Policy, Value};
 use crate::current;
 use crate::error::ResetError;
+use crate::id;
 use crate::scoped::Scoped;
 
 /// Ids are never reused (S1): a var created at run time never aliases another one.
@@ -426,23 +427,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// This variable's id, assigned from a global counter on first use.
     #[inline]
     pub(crate) fn id(&self) -> u64 {
-        match self.id.load(Ordering::Relaxed) {
-            0 => self.assign_id(),
-            id => id,
-        }
-    }
-
-    #[cold]
-    fn assign_id(&self) -> u64 {
-        let fresh = NEXT_VAR_ID.fetch_add(1, Ordering::Relaxed);
-        // Another thread may have won the race; its id stands and `fresh` is never used.
-        match self
-            .id
-            .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
-        {
-            Ok(_) => fresh,
-            Err(winner) => winner,
-        }
+        id::get_or_assign(&self.id, &NEXT_VAR_ID)
     }
 
     #[inline]
