@@ -144,6 +144,13 @@
 //! [`Local::thread_critical`] keeps values that must not leave their thread or task (never
 //! inherited, never bridged).
 //!
+//! # Logging with `tracing`
+//!
+//! With the `tracing` feature, [`tracing::ContextFields`](crate::tracing) puts chosen
+//! variables in front of every line a `tracing_subscriber::fmt` subscriber writes, so a
+//! request id set in a middleware appears on every log line of that request, in every task
+//! it spawns.
+//!
 //! # Compared with the alternatives
 //!
 //! | | `thread_local!` | `tokio::task_local!` | `contextvars` |
@@ -215,6 +222,9 @@ mod scoped;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod task;
 pub mod thread;
+#[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+pub mod tracing;
 mod var;
 
 pub use context::{Context, Iter, copy_context};

@@ -1,0 +1,110 @@
+//! An axum service whose every log line carries the id of the request that produced it — what
+//! django-log-request-id does with `asgiref.local.Local`, done with a `ContextVar`.
+//!
+//! - [`request_id`] middleware: takes `x-request-id` from the request or makes one, runs the
+//!   rest of the request with `REQUEST_ID` set, and echoes the id in the response.
+//! - [`handler`]: awaits, fans out to a sub-task (`task::spawn`) and a blocking "database"
+//!   call (`task::spawn_blocking`), and logs through `tracing` at every step. Nobody passes
+//!   the id around: the log formatter reads it from the context.
+//! - [`log_format`]: the `tracing_subscriber` formatter that writes `request_id=…` first.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use contextvars::ContextVar;
+use contextvars::task;
+use contextvars::tracing::{ContextFields, WithContextFields};
+use tracing::info;
+use tracing_subscriber::fmt::format::{DefaultFields, Format};
+
+/// The id of the request being served.
+pub static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+
+/// The request header that carries the id, in and out.
+pub const HEADER: &str = "x-request-id";
+
+/// The application: one route behind the request-id middleware.
+pub fn app() -> Router {
+    Router::new()
+        .route("/", get(handler))
+        .layer(middleware::from_fn(request_id))
+}
+
+/// The log format: `request_id=…` in front of tracing's default line.
+pub fn log_format() -> WithContextFields<Format> {
+    ContextFields::new()
+        .var(&REQUEST_ID)
+        .wrap(tracing_subscriber::fmt::format())
+}
+
+/// A subscriber builder with [`log_format`], for `main` and the tests.
+pub fn subscriber()
+-> tracing_subscriber::fmt::SubscriberBuilder<DefaultFields, WithContextFields<Format>> {
+    tracing_subscriber::fmt().event_format(log_format())
+}
+
+/// Middleware: the request's id (from the header, or a new one) is set for the rest of the
+/// request, and echoed in the response.
+///
+/// hyper serves each connection in a plain `tokio::spawn`ed task, so `ContextVar::scope` gives
+/// the request a context of its own (a copy of the current one, with the id set): without it,
+/// `set` would write into the worker thread's context (S13).
+pub async fn request_id(request: Request, next: Next) -> Response {
+    let id = incoming_id(request.headers()).unwrap_or_else(new_id);
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER, value);
+    }
+    response
+}
+
+fn incoming_id(headers: &HeaderMap) -> Option<String> {
+    let id = headers.get(HEADER)?.to_str().ok()?.trim();
+    (!id.is_empty() && id.len() <= 200).then(|| id.to_owned())
+}
+
+fn new_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "gen-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `truth` is only for the end-to-end test: the id the request really carries, logged next to
+/// the one the formatter reads from the context, so the test can prove they always agree.
+fn truth(headers: &HeaderMap) -> String {
+    incoming_id(headers).unwrap_or_default()
+}
+
+/// The handler: logs, awaits, fans out, logs again. It never sees the id as an argument.
+pub async fn handler(headers: HeaderMap) -> String {
+    let truth = truth(&headers);
+    info!(%truth, "handler: start");
+    tokio::time::sleep(Duration::from_millis(1 + truth.len() as u64 % 5)).await;
+
+    let t = truth.clone();
+    let enrich = task::spawn(async move {
+        tokio::task::yield_now().await;
+        info!(truth = %t, "sub-task: enriched the user profile");
+    });
+    let t = truth.clone();
+    let query = task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(1));
+        info!(truth = %t, "db: SELECT * FROM orders");
+        3
+    });
+    enrich.await.expect("sub-task");
+    let rows = query.await.expect("db call");
+
+    info!(%truth, rows, "handler: done");
+    let id = REQUEST_ID.get().map(|id| (*id).clone()).unwrap_or_default();
+    format!("served {id} with {rows} rows\n")
+}
