@@ -26,6 +26,15 @@ fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut TaskContext::from_waker(Waker::noop()))
 }
 
+/// Records the `ID` it sees when dropped.
+struct SeesOnDrop(Arc<AtomicUsize>);
+
+impl Drop for SeesOnDrop {
+    fn drop(&mut self) {
+        self.0.store(id().unwrap_or(0) as usize, SeqCst);
+    }
+}
+
 /// A future that is pending `n` times before it completes.
 struct YieldTimes(u32);
 impl Future for YieldTimes {
@@ -108,12 +117,6 @@ fn other_tasks_never_see_a_scoped_futures_values_on_a_multi_thread_runtime() {
 
 #[test]
 fn inner_future_is_dropped_inside_its_context() {
-    struct SeesOnDrop(Arc<AtomicUsize>);
-    impl Drop for SeesOnDrop {
-        fn drop(&mut self) {
-            self.0.store(id().unwrap_or(0) as usize, SeqCst);
-        }
-    }
     let seen = Arc::new(AtomicUsize::new(0));
     let guard = SeesOnDrop(seen.clone());
     let fut = async move {
@@ -133,12 +136,6 @@ fn inner_future_is_dropped_inside_its_context() {
 
 #[test]
 fn dropping_a_never_polled_scoped_future_enters_too() {
-    struct SeesOnDrop(Arc<AtomicUsize>);
-    impl Drop for SeesOnDrop {
-        fn drop(&mut self) {
-            self.0.store(id().unwrap_or(0) as usize, SeqCst);
-        }
-    }
     let seen = Arc::new(AtomicUsize::new(0));
     let guard = SeesOnDrop(seen.clone());
     drop(ID.scope(9, async move { drop(guard) }));
