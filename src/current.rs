@@ -75,21 +75,16 @@ pub(crate) fn modify<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
 /// thread-local access. If the thread-local is gone, `f` runs without entering `ctx`.
 #[inline]
 pub(crate) fn run_in<R>(ctx: &mut Context, f: impl FnOnce() -> R) -> R {
+    // `f` stays here if the thread-local is gone, so it can still run (without `ctx`).
     let mut f = Some(f);
-    let mut ctx = Some(ctx);
     let entered = CURRENT.try_with(|cell| {
-        let (f, ctx) = (f.take(), ctx.take());
-        // Both were just `Some`; `try_with` calls this closure at most once.
-        let (Some(f), Some(ctx)) = (f, ctx) else {
-            unreachable!("run_in's closure runs once")
-        };
         let _entered = enter_cell(cell, ctx);
-        f()
+        f.take().map(|f| f())
     });
     match (entered, f) {
-        (Ok(result), _) => result,
-        (Err(_), Some(f)) => f(),
-        (Err(_), None) => unreachable!("f is only taken when the thread-local is alive"),
+        (Ok(Some(result)), _) => result,
+        (_, Some(f)) => f(),
+        (_, None) => unreachable!("f is taken only by the closure, which then returns Some"),
     }
 }
 
