@@ -113,11 +113,150 @@
 //! - [`task::sync_to_async`] and [`task::async_to_sync`]: asgiref's bridges between sync and
 //!   async code; what the other side sets comes back to the caller (S16, S17).
 //!
-//! **Unwrapped futures (S13).** A future that is not inside a `Scoped` runs in whatever context
-//! its thread has. Spawned with a plain `tokio::spawn`, its `set` writes into the worker thread's
-//! own context, where the next plain task on that thread will see it. The root future of a
-//! `block_on` shares the calling thread's context. Spawn through [`task::spawn`] or wrap with
-//! [`FutureExt::with_current_context`] to give each task its own.
+//! # Isolation by default
+//!
+//! Every request, every task must have a context of its own, or one request's `set` is
+//! another's `get`. A future that is not inside a [`Scoped`] runs in whatever context its
+//! thread has (S13): spawned with a plain `tokio::spawn`, that is the worker thread's own
+//! context, which every such task on that worker shares — the `thread_local!` bug. So the crate
+//! refuses to write there: [`ContextVar::set`], [`set_arc`](ContextVar::set_arc),
+//! [`reset`](ContextVar::reset), [`Local::set`] and [`Local::remove`] inside a Tokio task with
+//! no context entered panic with a message that names the call and the fixes (S21). Reads are
+//! never refused, and the root future of `block_on` / `#[tokio::main]` is not a task: writes
+//! there go to the calling thread's context, as in plain code.
+//!
+//! The ways to give work a context of its own, from the widest:
+//!
+//! - **A whole runtime**: `runtime::propagate(&mut builder)` (with
+//!   `RUSTFLAGS="--cfg tokio_unstable"`) gives *every* task on the runtime — plain
+//!   `tokio::spawn`, `JoinSet`, hyper's connection tasks, any library's — a fork of its
+//!   spawner's context, through Tokio's task hooks.
+//! - **Every request of a service**: `tower::ContextLayer` (feature `tower`) runs each request
+//!   in its own fork, so middleware and handlers can simply `set` (Django-style).
+//! - **A task**: [`task::spawn`], [`task::spawn_local`], [`task::spawn_blocking`].
+//! - **A future** handed to anything else: [`FutureExt::with_current_context`].
+//! - **A callback or a pool job**: [`Context::wrap`] (an `Fn`, each call in its own fork) and
+//!   [`Context::bind`] (an `FnOnce`).
+//!
+//! ## `JoinSet`
+//!
+//! `JoinSet::spawn` is a plain `tokio::spawn`: wrap each future.
+//!
+//! ```
+//! use contextvars::{ContextVar, FutureExt};
+//!
+//! static REQUEST_ID: ContextVar<u32> = ContextVar::new("request_id");
+//! static SHARD: ContextVar<u32> = ContextVar::new("shard");
+//!
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! REQUEST_ID.set(7);
+//! let mut jobs = tokio::task::JoinSet::new();
+//! for shard in 0..4 {
+//!     jobs.spawn(async move {
+//!         SHARD.set(shard);                             // this job's own context
+//!         tokio::task::yield_now().await;
+//!         (*REQUEST_ID.get().unwrap(), *SHARD.get().unwrap())
+//!     }.with_current_context());                        // a fork, taken now
+//! }
+//! let mut done = jobs.join_all().await;
+//! done.sort();
+//! assert_eq!(done, [(7, 0), (7, 1), (7, 2), (7, 3)]);
+//! assert!(SHARD.get().is_none());
+//! # });
+//! ```
+//!
+//! ## `join!` and `select!`: `asyncio.gather` and its kin
+//!
+//! The futures of one `join!` or `select!` run in the *same* task, and so in one context:
+//! unwrapped, what one branch sets the others see. Give each branch its own with
+//! `.with_current_context()`:
+//!
+//! ```
+//! use contextvars::{ContextVar, FutureExt};
+//!
+//! static STEP: ContextVar<&'static str> = ContextVar::new("step");
+//!
+//! async fn universe(name: &'static str) -> &'static str {
+//!     STEP.set(name);
+//!     tokio::task::yield_now().await; // the other branches run here
+//!     *STEP.get().unwrap()
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let seen = tokio::join!(
+//!     universe("a").with_current_context(),
+//!     universe("b").with_current_context(),
+//!     universe("c").with_current_context(),
+//! );
+//! assert_eq!(seen, ("a", "b", "c"));
+//!
+//! let first = tokio::select! {
+//!     step = universe("fast").with_current_context() => step,
+//!     _ = tokio::time::sleep(std::time::Duration::from_secs(5)).with_current_context() => "timeout",
+//! };
+//! assert_eq!(first, "fast");
+//! assert!(STEP.get().is_none()); // no branch leaked into the caller
+//! # });
+//! ```
+//!
+//! ## `join_all` and `FuturesUnordered`
+//!
+//! The same for the `futures` crate's combinators: wrap each future as it goes in.
+//!
+//! ```
+//! use contextvars::{ContextVar, FutureExt};
+//! use futures::stream::{FuturesUnordered, StreamExt};
+//!
+//! static ITEM: ContextVar<u32> = ContextVar::new("item");
+//!
+//! async fn fetch(n: u32) -> u32 {
+//!     ITEM.set(n);
+//!     tokio::task::yield_now().await;
+//!     *ITEM.get().unwrap() * 10
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let all = futures::future::join_all((1..=3).map(|n| fetch(n).with_current_context())).await;
+//! assert_eq!(all, [10, 20, 30]);
+//!
+//! let mut unordered: FuturesUnordered<_> =
+//!     (1..=3).map(|n| fetch(n).with_current_context()).collect();
+//! let mut sum = 0;
+//! while let Some(v) = unordered.next().await {
+//!     sum += v;
+//! }
+//! assert_eq!(sum, 60);
+//! # });
+//! ```
+//!
+//! ## rayon and thread pools
+//!
+//! Pool threads have contexts of their own, empty unless given one. [`Context::wrap`] turns an
+//! `Fn` into one that runs each call in its own fork of the captured context (S23): the request's
+//! values are there, and what a call sets stays in that call — not in the next item, not on the
+//! pool thread.
+//!
+//! ```
+//! use contextvars::{Context, ContextVar};
+//! use rayon::prelude::*;
+//!
+//! static TENANT: ContextVar<String> = ContextVar::new("tenant");
+//! static ROW: ContextVar<u32> = ContextVar::new("row");
+//!
+//! TENANT.set("acme".to_string());
+//! let rows: Vec<String> = (0..100u32)
+//!     .into_par_iter()
+//!     .map(Context::current().wrap(|row: u32| {
+//!         assert!(ROW.get().is_none()); // nothing left by another item
+//!         ROW.set(row);
+//!         format!("{}/{}", TENANT.get().unwrap(), ROW.get().unwrap())
+//!     }))
+//!     .collect();
+//! assert_eq!(rows[42], "acme/42");
+//! ```
+//!
+//! For a single job on a pool, `Context::current().fork().bind(job)` does the same for an
+//! `FnOnce`; [`task::spawn_blocking`] for Tokio's blocking pool.
 //!
 //! **Compared with `tokio::task_local!`.** A task-local is only set through `scope`, for one
 //! future, and a spawned task does not inherit it. A `ContextVar` can be `set` anywhere inside
@@ -215,13 +354,20 @@ mod context;
 mod current;
 mod error;
 mod id;
+mod isolation;
 mod local;
 mod map;
+#[cfg(all(tokio_unstable, feature = "tokio"))]
+#[cfg_attr(docsrs, doc(cfg(all(tokio_unstable, feature = "tokio"))))]
+pub mod runtime;
 mod scoped;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod task;
 pub mod thread;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub mod tracing;

@@ -5,6 +5,7 @@ use std::any::{Any, type_name};
 use std::fmt;
 use std::sync::Arc;
 
+use crate::current;
 use crate::error::LocalError;
 use crate::var::ContextVar;
 
@@ -102,6 +103,10 @@ impl Local {
     /// Sets attribute `name` to `value` in the current context, replacing any previous value
     /// of any type.
     ///
+    /// # Panics
+    ///
+    /// Inside a Tokio task that has no context of its own (see [`ContextVar::set`], S21).
+    ///
     /// # Examples
     ///
     /// ```
@@ -114,7 +119,8 @@ impl Local {
         let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
         let mut attributes = self.snapshot();
         attributes.insert(name.to_owned(), value);
-        self.attributes.set(attributes);
+        self.attributes
+            .set_arc_as(Arc::new(attributes), "Local::set");
     }
 
     /// Returns attribute `name` of the current context.
@@ -150,6 +156,11 @@ impl Local {
 
     /// Removes attribute `name` from the current context (Python's `del local.name`).
     ///
+    /// # Panics
+    ///
+    /// Inside a Tokio task that has no context of its own (see [`ContextVar::set`], S21),
+    /// whether or not `name` is set.
+    ///
     /// # Errors
     ///
     /// [`LocalError::Missing`] if `name` is not set.
@@ -164,13 +175,15 @@ impl Local {
     /// assert!(LOCAL.remove("tmp").is_err());
     /// ```
     pub fn remove(&self, name: &str) -> Result<(), LocalError> {
+        current::check_writable("Local::remove");
         let mut attributes = self.snapshot();
         if attributes.remove(name).is_none() {
             return Err(LocalError::Missing {
                 name: name.to_owned(),
             });
         }
-        self.attributes.set(attributes);
+        self.attributes
+            .set_arc_as(Arc::new(attributes), "Local::remove");
         Ok(())
     }
 

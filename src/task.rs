@@ -195,7 +195,7 @@ where
         Err(err) if err.is_panic() => resume_unwind(err.into_panic()),
         Err(_) => panic!("contextvars::task::sync_to_async: the runtime shut down before f ran"),
     };
-    write_back(&base, &end);
+    write_back(&base, &end, "task::sync_to_async");
     match outcome {
         Ok(value) => value,
         Err(panic) => resume_unwind(panic),
@@ -254,7 +254,7 @@ pub fn async_to_sync<F: Future>(fut: F) -> F::Output {
             None => private_runtime_block_on(scoped.as_mut()),
         }))
     };
-    write_back(&base, scoped.context());
+    write_back(&base, scoped.context(), "task::async_to_sync");
     match outcome {
         Ok(value) => value,
         Err(panic) => resume_unwind(panic),
@@ -291,14 +291,15 @@ fn private_runtime_block_on<F: Future>(fut: F) -> F::Output {
     })
 }
 
-/// Applies to the current context what changed from `base` to `end` (S16, S17).
-fn write_back(base: &Context, end: &Context) {
+/// Applies to the current context what changed from `base` to `end` (S16, S17); `call` names
+/// the bridge in the S21 panic if there are changes and no context to receive them.
+fn write_back(base: &Context, end: &Context, call: &'static str) {
     let changes = end.changes_since(base);
     if changes.is_empty() {
         return;
     }
     // Displaced values drop here, outside the thread-local borrow.
-    drop(current::modify(move |ctx| ctx.apply_changes(changes)));
+    drop(current::modify(call, move |ctx| ctx.apply_changes(changes)));
 }
 
 /// The runtime that `async_to_sync` may block on from this thread: set for the duration of a

@@ -261,6 +261,15 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// While the thread's thread-local storage is being destroyed, the value is dropped and
     /// the returned token is refused by [`reset`](ContextVar::reset).
     ///
+    /// # Panics
+    ///
+    /// Inside a Tokio task that has no context of its own — spawned with a plain
+    /// `tokio::spawn` (or a plain `spawn_blocking`) and not wrapped in a [`Scoped`], a
+    /// [`run`](Context::run) or a [`sync_scope`](ContextVar::sync_scope), on a runtime without
+    /// `runtime::propagate` — the write would land in the worker thread's context, shared by
+    /// every such task, so it panics instead (S21). The root future of `block_on` /
+    /// `#[tokio::main]` is not a task: writes there are allowed.
+    ///
     /// # Examples
     ///
     /// ```
@@ -277,10 +286,14 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline]
     pub fn set(&self, value: T) -> Token<T> {
-        self.set_arc(Arc::new(value))
+        self.set_arc_as(Arc::new(value), "ContextVar::set")
     }
 
     /// Like [`set`](ContextVar::set), with a value already in an `Arc` (no new allocation).
+    ///
+    /// # Panics
+    ///
+    /// Where [`set`](ContextVar::set) does: inside a Tokio task with no context of its own (S21).
     ///
     /// # Examples
     ///
@@ -293,11 +306,20 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// CONFIG.set_arc(shared.clone());
     /// assert!(Arc::ptr_eq(&CONFIG.get().unwrap(), &shared));
     /// ```
+    #[inline]
     pub fn set_arc(&self, value: Arc<T>) -> Token<T> {
+        self.set_arc_as(value, "ContextVar::set_arc")
+    }
+
+    /// [`set_arc`](ContextVar::set_arc), with the public API that called it named in the S21
+    /// panic.
+    #[inline]
+    pub(crate) fn set_arc_as(&self, value: Arc<T>, call: &'static str) -> Token<T> {
         let key = self.key();
         let binding = self.binding(value);
         let (context, old) =
-            current::modify(|ctx| (ctx.token_id(), ctx.insert(key, binding))).unwrap_or((0, None));
+            current::modify(call, |ctx| (ctx.token_id(), ctx.insert(key, binding)))
+                .unwrap_or((0, None));
         Token {
             var: key,
             context,
@@ -317,6 +339,11 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// When both apply, `WrongVar` is returned. A failed reset consumes the token and changes
     /// nothing. Since `reset` takes the token by value, it cannot be used twice.
     ///
+    /// # Panics
+    ///
+    /// Where [`set`](ContextVar::set) does: inside a Tokio task with no context of its own
+    /// (S21), before the token is checked.
+    ///
     /// # Examples
     ///
     /// ```
@@ -335,12 +362,14 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert_eq!(err, ResetError::WrongContext);
     /// ```
     pub fn reset(&self, token: Token<T>) -> Result<(), ResetError> {
-        if token.var.id != self.id() {
-            return Err(ResetError::WrongVar);
-        }
+        let wrong_var = token.var.id != self.id();
         let key = token.var;
         let restored = token.old_value.map(|value| self.binding(value));
-        let outcome = current::modify(|ctx| {
+        // The S21 check comes first: a misplaced reset panics whatever its token.
+        let outcome = current::modify("ContextVar::reset", |ctx| {
+            if wrong_var {
+                return (Err(ResetError::WrongVar), restored);
+            }
             if !ctx.is_token_context(token.context) {
                 return (Err(ResetError::WrongContext), restored);
             }
@@ -353,6 +382,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         // Displaced or refused values drop here, outside the thread-local borrow.
         match outcome {
             Some((result, _displaced)) => result,
+            None if wrong_var => Err(ResetError::WrongVar),
             None => Err(ResetError::WrongContext),
         }
     }

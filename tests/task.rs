@@ -184,16 +184,18 @@ fn blocking_pool_thread_context_is_clean_before_and_after_each_job() {
 }
 
 #[test]
-fn plain_tokio_spawn_blocking_leaves_the_pool_thread_dirty() {
-    // The contrast the crate exists for: documented behaviour of a plain blocking job.
+fn plain_tokio_spawn_blocking_cannot_leave_the_pool_thread_dirty() {
+    // The contrast the crate exists for: a plain blocking job's write would stay on the pool
+    // thread for the next job; S21 refuses it, so the next job starts clean.
     let rt = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(1)
         .build()
         .unwrap();
     run(&rt, async {
-        tokio::task::spawn_blocking(|| ID.set(7)).await.unwrap();
+        let refused = tokio::task::spawn_blocking(|| ID.set(7)).await.unwrap_err();
+        assert!(panic_message(&*refused.into_panic()).contains("has no context of its own"));
         let next_job = tokio::task::spawn_blocking(id).await.unwrap();
-        assert_eq!(next_job, Some(7));
+        assert_eq!(next_job, None);
     });
 }
 

@@ -1,8 +1,10 @@
 //! An axum service whose every log line carries the id of the request that produced it — what
 //! django-log-request-id does with `asgiref.local.Local`, done with a `ContextVar`.
 //!
-//! - [`request_id`] middleware: takes `x-request-id` from the request or makes one, runs the
-//!   rest of the request with `REQUEST_ID` set, and echoes the id in the response.
+//! - [`app`]: the routes behind [`ContextLayer`], which gives every request a context of its
+//!   own, so the middleware can simply `set` the id, as Django middleware does.
+//! - [`request_id`] middleware: takes `x-request-id` from the request or makes one, sets
+//!   `REQUEST_ID` for the rest of the request, and echoes the id in the response.
 //! - [`handler`]: awaits, fans out to a sub-task (`task::spawn`) and a blocking "database"
 //!   call (`task::spawn_blocking`), and logs through `tracing` at every step. Nobody passes
 //!   the id around: the log formatter reads it from the context.
@@ -19,6 +21,7 @@ use axum::response::Response;
 use axum::routing::get;
 use contextvars::ContextVar;
 use contextvars::task;
+use contextvars::tower::ContextLayer;
 use contextvars::tracing::{ContextFields, WithContextFields};
 use tracing::info;
 use tracing_subscriber::fmt::format::{DefaultFields, Format};
@@ -29,8 +32,17 @@ pub static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
 /// The request header that carries the id, in and out.
 pub const HEADER: &str = "x-request-id";
 
-/// The application: one route behind the request-id middleware.
+/// The application: [`routes`] with a context of its own for every request.
+///
+/// `ContextLayer` is added last, so it is the outermost layer: each request's context exists
+/// before the middleware sets the id in it.
 pub fn app() -> Router {
+    routes().layer(ContextLayer::new())
+}
+
+/// The route behind the request-id middleware, *without* [`ContextLayer`]: serving this alone
+/// is the misuse the crate refuses (its `tests/without_layer.rs` shows the panic).
+pub fn routes() -> Router {
     Router::new()
         .route("/", get(handler))
         .layer(middleware::from_fn(request_id))
@@ -52,12 +64,14 @@ pub fn subscriber()
 /// Middleware: the request's id (from the header, or a new one) is set for the rest of the
 /// request, and echoed in the response.
 ///
-/// hyper serves each connection in a plain `tokio::spawn`ed task, so `ContextVar::scope` gives
-/// the request a context of its own (a copy of the current one, with the id set): without it,
-/// `set` would write into the worker thread's context (S13).
+/// A plain `set`: [`ContextLayer`] (see [`app`]) has given the request a context of its own.
+/// hyper serves each connection in a plain `tokio::spawn`ed task, so without the layer this
+/// `set` would land in the worker thread's context; the crate refuses it with a panic instead
+/// (S21).
 pub async fn request_id(request: Request, next: Next) -> Response {
     let id = incoming_id(request.headers()).unwrap_or_else(new_id);
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    REQUEST_ID.set(id.clone());
+    let mut response = next.run(request).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }

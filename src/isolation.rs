@@ -1,0 +1,40 @@
+//! S21, no silent sharing: refusing writes that would land in a Tokio worker's own context.
+//!
+//! A Tokio task that no [`Scoped`](crate::Scoped), `run` or `runtime::propagate` gives a
+//! context of its own runs in its worker thread's context, which every other such task on that
+//! worker shares — the `thread_local!` bug. Reading there is harmless (it sees what the thread
+//! has); writing would leak into the next request. [`current::modify`](crate::current) asks
+//! [`in_task`] only when no context is entered, so entered contexts pay nothing for the rule.
+//!
+//! `tokio::task::try_id()` tells a task apart from the root future of `block_on` (not a task:
+//! writes there stay allowed, as in plain code) and from plain threads. Without the `tokio`
+//! feature the crate cannot see tasks, and nothing is refused.
+//!
+//! This module imports nothing of the crate.
+
+/// Whether the calling thread is inside a Tokio task's poll (or a plain `spawn_blocking` job).
+#[inline]
+pub(crate) fn in_task() -> bool {
+    #[cfg(feature = "tokio")]
+    {
+        tokio::task::try_id().is_some()
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        false
+    }
+}
+
+/// The S21 panic. `call` names the public API that tried to write.
+#[cold]
+#[inline(never)]
+pub(crate) fn refuse_write(call: &'static str) -> ! {
+    panic!(
+        "contextvars: `{call}` inside a Tokio task that has no context of its own: the write \
+         would land in the worker thread's context, which every unwrapped task on that thread \
+         shares (S21). Give the task its own context: spawn it with `contextvars::task::spawn` \
+         (or `spawn_blocking`), wrap its future with `.with_current_context()`, serve requests \
+         through `contextvars::tower::ContextLayer`, or build the runtime with \
+         `contextvars::runtime::propagate`."
+    )
+}

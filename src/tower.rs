@@ -1,0 +1,257 @@
+//! A context of its own for every request of a tower service: axum, tonic, hyper (S22).
+//!
+//! [`ContextLayer`] wraps a service so that each request runs in its own fork of the context
+//! that is current when the request arrives. The inner service's `call` and every poll of its
+//! response future run in that context, so the middleware and handlers below the layer can
+//! `set` variables Django-style — a plain [`set`](crate::ContextVar::set), no `scope` — and
+//! nothing they set reaches another request or the server. Tasks spawned with
+//! [`task::spawn`](crate::task::spawn) inherit the request's values.
+//!
+//! ```
+//! use axum::Router;
+//! use axum::extract::Request;
+//! use axum::middleware::{self, Next};
+//! use axum::response::Response;
+//! use axum::routing::get;
+//! use contextvars::ContextVar;
+//! use contextvars::tower::ContextLayer;
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! /// Middleware: the request's id, set for the rest of the request.
+//! async fn request_id(request: Request, next: Next) -> Response {
+//!     let id = request.headers()["x-request-id"].to_str().unwrap_or("-").to_owned();
+//!     REQUEST_ID.set(id); // lands in this request's own context
+//!     next.run(request).await
+//! }
+//!
+//! async fn handler() -> String {
+//!     tokio::task::yield_now().await; // other requests run here meanwhile
+//!     let audit = contextvars::task::spawn(async { REQUEST_ID.get() }); // inherits the id
+//!     format!("served {}", audit.await.unwrap().unwrap())
+//! }
+//!
+//! let app = Router::new()
+//!     .route("/", get(handler))
+//!     .layer(middleware::from_fn(request_id))
+//!     .layer(ContextLayer::new()); // added last, so outermost: it runs before `request_id`
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // Serve it with `axum::serve(listener, app).await`; here, one request without a network:
+//! use tower::ServiceExt;
+//! let request = Request::builder()
+//!     .header("x-request-id", "req-1")
+//!     .body(axum::body::Body::empty())
+//!     .unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+//! assert_eq!(body, "served req-1");
+//! assert!(REQUEST_ID.get().is_none()); // nothing reached the caller
+//! # });
+//! ```
+//!
+//! # Where the layer goes
+//!
+//! Outside every middleware that sets a variable. In axum, `.layer(a).layer(b)` makes `b` the
+//! outer one, so add `ContextLayer` *after* those middlewares; with tower's `ServiceBuilder`,
+//! the *first* layer is the outer one. The layer works on any
+//! `tower_service::Service<http::Request<B>>`: an axum `Router`, a tonic server
+//! (`Server::builder().layer(ContextLayer::new())`), or a hyper service wrapped with
+//! hyper-util's `TowerToHyperService`.
+//!
+//! # Without the layer
+//!
+//! hyper serves each connection in a task started with a plain `tokio::spawn`, which has no
+//! context of its own (S13). A `set` there would write into the worker thread's context, where
+//! every other connection on that thread would see it — the `thread_local!` bug. The crate
+//! refuses such writes with a panic that names the call and this layer (S21); the layer is the
+//! fix.
+//!
+//! # What the request sees
+//!
+//! The request's context is [`Context::current().fork()`](Context::fork) taken at `call`: in a
+//! server, the context of the connection's task (usually empty), with each variable's
+//! [`Inherit`](crate::Inherit) policy applied. `poll_ready` is not part of any request and is
+//! forwarded to the inner service untouched, outside the request's context.
+
+use std::task::{Context as TaskContext, Poll};
+
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::context::Context;
+use crate::scoped::Scoped;
+
+/// A [`Layer`] that runs every request in its own context; see the [module docs](self).
+///
+/// It makes a [`ContextService`] around the service it wraps. The layer is a tiny `Clone`
+/// configuration value, so it can be shared across routes and servers.
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::ContextVar;
+/// use contextvars::tower::ContextLayer;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// static USER: ContextVar<String> = ContextVar::new("user");
+///
+/// let service = ServiceBuilder::new()
+///     .layer(ContextLayer::new()) // first in a ServiceBuilder = outermost
+///     .service(service_fn(|request: http::Request<&'static str>| async move {
+///         USER.set(request.into_body().to_owned()); // the request's own context
+///         tokio::task::yield_now().await;
+///         Ok::<_, std::convert::Infallible>(USER.get())
+///     }));
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let seen = service.oneshot(http::Request::new("alice")).await.unwrap();
+/// assert_eq!(seen.as_deref().map(String::as_str), Some("alice"));
+/// assert!(USER.get().is_none()); // nothing leaked to the caller
+/// # });
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ContextLayer {
+    _private: (),
+}
+
+impl ContextLayer {
+    /// A layer that gives every request its own fork of the context current at `call`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::tower::ContextLayer;
+    /// use tower::Layer;
+    ///
+    /// let service = ContextLayer::new().layer(tower::service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>("ok")
+    /// }));
+    /// # drop(service);
+    /// ```
+    pub fn new() -> Self {
+        ContextLayer::default()
+    }
+}
+
+impl<S> Layer<S> for ContextLayer {
+    type Service = ContextService<S>;
+
+    fn layer(&self, inner: S) -> ContextService<S> {
+        ContextService::new(inner)
+    }
+}
+
+/// A service that runs every request in its own context (S22); made by [`ContextLayer`].
+///
+/// For each request, [`call`](Service::call) takes a fork of the current context, runs the
+/// inner service's `call` in it (so what a middleware sets before returning its future is
+/// isolated too), and returns the inner future wrapped in a [`Scoped`] with that context: no
+/// boxing, and the response future keeps a nameable type. It is `Clone` when the inner service
+/// is, and forwards `poll_ready` untouched.
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::ContextVar;
+/// use contextvars::tower::ContextService;
+/// use tower::{Service, ServiceExt};
+///
+/// static STEP: ContextVar<&'static str> = ContextVar::new("step");
+///
+/// let mut service = ContextService::new(tower::service_fn(|_: http::Request<()>| {
+///     STEP.set("called"); // synchronously in `call`: still the request's own context
+///     async { Ok::<_, std::convert::Infallible>(STEP.get()) }
+/// }));
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let response = service.ready().await.unwrap().call(http::Request::new(()));
+/// assert!(STEP.get().is_none()); // the caller's context is untouched
+/// assert_eq!(response.await.unwrap().as_deref(), Some(&"called"));
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+pub struct ContextService<S> {
+    inner: S,
+}
+
+impl<S> ContextService<S> {
+    /// Wraps `inner` so that each of its requests runs in its own context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::tower::ContextService;
+    ///
+    /// let service = ContextService::new(tower::service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(())
+    /// }));
+    /// # drop(service);
+    /// ```
+    pub fn new(inner: S) -> Self {
+        ContextService { inner }
+    }
+
+    /// Borrows the inner service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::tower::ContextService;
+    ///
+    /// let service = ContextService::new(5);
+    /// assert_eq!(*service.get_ref(), 5);
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Mutably borrows the inner service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::tower::ContextService;
+    ///
+    /// let mut service = ContextService::new(5);
+    /// *service.get_mut() += 1;
+    /// assert_eq!(*service.get_ref(), 6);
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::tower::ContextService;
+    ///
+    /// assert_eq!(ContextService::new(5).into_inner(), 5);
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for ContextService<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Scoped<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Scoped<S::Future> {
+        // `current_fork` is `Context::current().fork()` without an extra clone.
+        let mut context = Context::current_fork();
+        let future = context.run(|| self.inner.call(request));
+        Scoped::new(context, future)
+    }
+}

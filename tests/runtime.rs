@@ -1,0 +1,372 @@
+//! S24: `runtime::propagate` gives every task on a runtime — spawned by any code, with plain
+//! `tokio::spawn` — a fork of its spawner's context and its own context on every poll.
+//! Built only with `RUSTFLAGS="--cfg tokio_unstable"`.
+#![cfg(all(tokio_unstable, feature = "tokio"))]
+
+use std::future::{Future, poll_fn};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use contextvars::{Context, ContextVar, runtime, task};
+
+static REQUEST: ContextVar<u64> = ContextVar::new("request");
+static CHILD: ContextVar<u64> = ContextVar::new("child");
+
+fn propagating_multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    runtime::propagate(&mut tokio::runtime::Builder::new_multi_thread())
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn propagating_current_thread() -> tokio::runtime::Runtime {
+    runtime::propagate(&mut tokio::runtime::Builder::new_current_thread())
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn request() -> Option<u64> {
+    REQUEST.get().map(|v| *v)
+}
+
+/// Completes after waking itself `n` times from inside its own poll: each wake lets another
+/// worker steal the task before this poll's after-hook ran (the S24 hand-over race).
+fn self_wakes(n: u32) -> impl Future<Output = ()> {
+    let mut left = n;
+    poll_fn(move |cx| {
+        if left == 0 {
+            return Poll::Ready(());
+        }
+        left -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+}
+
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn ten_thousand_plain_spawned_tasks_each_inherit_their_spawner_and_keep_their_own_values() {
+    let rt = propagating_multi_thread(4);
+    let mismatches = Arc::new(AtomicUsize::new(0));
+    let checks = Arc::new(AtomicUsize::new(0));
+    rt.block_on(async {
+        let parents: Vec<_> = (0..100u64)
+            .map(|parent| {
+                let (mismatches, checks) = (mismatches.clone(), checks.clone());
+                tokio::spawn(async move {
+                    REQUEST.set(parent); // a plain task writing: its own context
+                    let children: Vec<_> = (0..100u64)
+                        .map(|child| {
+                            let (mismatches, checks) = (mismatches.clone(), checks.clone());
+                            tokio::spawn(async move {
+                                let mut random = parent * 1_000 + child + 1;
+                                let check = |ok: bool| {
+                                    checks.fetch_add(1, Relaxed);
+                                    if !ok {
+                                        mismatches.fetch_add(1, Relaxed);
+                                    }
+                                };
+                                check(request() == Some(parent) && CHILD.get().is_none());
+                                CHILD.set(child);
+                                for _ in 0..(next_random(&mut random) % 4) {
+                                    match next_random(&mut random) % 3 {
+                                        0 => tokio::task::yield_now().await,
+                                        1 => self_wakes(2).await,
+                                        _ => tokio::time::sleep(Duration::from_micros(50)).await,
+                                    }
+                                    check(request() == Some(parent));
+                                    check(CHILD.get().as_deref() == Some(&child));
+                                }
+                            })
+                        })
+                        .collect();
+                    REQUEST.set(parent + 1_000_000); // after the spawns: not seen by children
+                    for child in children {
+                        child.await.unwrap();
+                    }
+                    request()
+                })
+            })
+            .collect();
+        for (n, parent) in parents.into_iter().enumerate() {
+            assert_eq!(parent.await.unwrap(), Some(n as u64 + 1_000_000));
+        }
+    });
+    assert_eq!(mismatches.load(Relaxed), 0);
+    assert!(checks.load(Relaxed) >= 10_000);
+}
+
+#[test]
+fn a_child_sees_the_fork_taken_at_spawn_and_the_parent_never_sees_the_childs_writes() {
+    let rt = propagating_current_thread();
+    rt.block_on(async {
+        REQUEST.set(1);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let child = tokio::spawn(async move {
+            rx.await.unwrap();
+            let seen = request();
+            REQUEST.set(2);
+            seen
+        });
+        REQUEST.set(10); // after the spawn call
+        tx.send(()).unwrap();
+        assert_eq!(child.await.unwrap(), Some(1));
+        assert_eq!(request(), Some(10));
+    });
+}
+
+#[test]
+fn block_on_root_keeps_the_calling_threads_context() {
+    let rt = propagating_multi_thread(2);
+    REQUEST.set(5);
+    let seen = rt.block_on(async {
+        let seen = request();
+        REQUEST.set(6);
+        seen
+    });
+    assert_eq!(seen, Some(5));
+    assert_eq!(request(), Some(6));
+}
+
+#[test]
+fn join_set_and_library_spawns_inherit_the_request() {
+    let rt = propagating_multi_thread(2);
+    rt.block_on(async {
+        REQUEST.set(42);
+        let mut set = tokio::task::JoinSet::new();
+        for n in 0..50u64 {
+            set.spawn(async move {
+                CHILD.set(n);
+                tokio::task::yield_now().await;
+                (request(), CHILD.get().map(|v| *v), n)
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            let (request, child, n) = done.unwrap();
+            assert_eq!((request, child), (Some(42), Some(n)));
+        }
+        assert!(CHILD.get().is_none());
+    });
+}
+
+/// Records `REQUEST` when dropped.
+struct SeesOnDrop(Arc<Mutex<Vec<Option<u64>>>>);
+
+impl Drop for SeesOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().push(request());
+    }
+}
+
+#[test]
+fn a_tasks_future_drops_in_its_own_context_when_it_completes_or_is_aborted() {
+    let rt = propagating_multi_thread(2);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    rt.block_on(async {
+        REQUEST.set(1);
+        let guard = SeesOnDrop(seen.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            REQUEST.set(2);
+        })
+        .await
+        .unwrap();
+        let guard = SeesOnDrop(seen.clone());
+        let pending = tokio::spawn(async move {
+            let _guard = guard;
+            REQUEST.set(3);
+            std::future::pending::<()>().await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pending.abort();
+        assert!(pending.await.unwrap_err().is_cancelled());
+    });
+    assert_eq!(*seen.lock().unwrap(), vec![Some(2), Some(3)]);
+}
+
+#[test]
+fn nothing_is_left_on_a_worker_between_polls_even_after_a_panic() {
+    let idle_contexts = Arc::new(Mutex::new(Vec::new()));
+    let recorded = idle_contexts.clone();
+    let rt = runtime::propagate(&mut tokio::runtime::Builder::new_multi_thread())
+        .worker_threads(2)
+        .enable_all()
+        // Runs on the worker between polls, outside any task.
+        .on_thread_park(move || recorded.lock().unwrap().push(Context::current().len()))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let panicked = tokio::spawn(async {
+            REQUEST.set(1);
+            tokio::task::yield_now().await;
+            panic!("a task panics with a value set");
+        });
+        assert!(panicked.await.unwrap_err().is_panic());
+        for n in 0..100u64 {
+            let seen = tokio::spawn(async move {
+                let seen = request();
+                REQUEST.set(n);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                seen
+            });
+            assert_eq!(
+                seen.await.unwrap(),
+                None,
+                "no task sees another's leftovers"
+            );
+        }
+    });
+    drop(rt);
+    let idle = idle_contexts.lock().unwrap();
+    assert!(!idle.is_empty());
+    assert!(
+        idle.iter().all(|len| *len == 0),
+        "a worker kept values: {idle:?}"
+    );
+}
+
+#[test]
+fn every_tasks_context_is_freed_when_it_terminates() {
+    let rt = propagating_multi_thread(2);
+    let shared = Arc::new(7u64);
+    rt.block_on(async {
+        REQUEST.set_arc(shared.clone());
+        let tasks: Vec<_> = (0..1_000)
+            .map(|_| tokio::spawn(async { tokio::task::yield_now().await }))
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let aborted: Vec<_> = (0..100)
+            .map(|_| tokio::spawn(std::future::pending::<()>()))
+            .collect();
+        tokio::task::yield_now().await;
+        for task in aborted {
+            task.abort();
+            let _ = task.await;
+        }
+    });
+    // Ours, and the binding in this thread's context: no task kept its fork.
+    assert_eq!(Arc::strong_count(&shared), 2);
+}
+
+#[test]
+fn crate_spawns_still_fork_on_a_propagating_runtime() {
+    let rt = propagating_multi_thread(2);
+    rt.block_on(async {
+        REQUEST.set(1);
+        let child = task::spawn(async {
+            REQUEST.set(2);
+            task::spawn_blocking(request).await.unwrap()
+        });
+        assert_eq!(child.await.unwrap(), Some(2));
+        assert_eq!(request(), Some(1));
+    });
+}
+
+// ---------- documented gaps ----------
+
+#[test]
+fn gap_a_plain_spawn_blocking_job_starts_empty_and_its_writes_are_refused() {
+    let rt = propagating_multi_thread(2);
+    rt.block_on(async {
+        REQUEST.set(1);
+        assert_eq!(tokio::task::spawn_blocking(request).await.unwrap(), None);
+        let refused = tokio::task::spawn_blocking(|| REQUEST.set(2)).await;
+        assert!(refused.unwrap_err().is_panic());
+        // The crate's own blocking spawn forks as usual.
+        assert_eq!(task::spawn_blocking(request).await.unwrap(), Some(1));
+    });
+}
+
+#[test]
+fn gap_local_set_tasks_run_in_the_context_of_what_polls_the_local_set() {
+    let rt = propagating_current_thread();
+    rt.block_on(async {
+        REQUEST.set(1);
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                // No hook: the LocalSet task reads the root's context...
+                let seen = tokio::task::spawn_local(async { request() }).await.unwrap();
+                assert_eq!(seen, Some(1));
+                // ...and, being a task, may not write there (S21).
+                let refused = tokio::task::spawn_local(async { REQUEST.set(2) }).await;
+                assert!(refused.unwrap_err().is_panic());
+                // The crate's spawn_local gives it a fork of its own.
+                let own = task::spawn_local(async {
+                    REQUEST.set(3);
+                    request()
+                });
+                assert_eq!(own.await.unwrap(), Some(3));
+            })
+            .await;
+        assert_eq!(request(), Some(1));
+    });
+}
+
+#[test]
+fn a_hook_set_after_propagate_replaces_the_crates_and_composing_keeps_both() {
+    // Last one wins: a later on_task_spawn without the crate's hook loses inheritance.
+    let replaced = runtime::propagate(&mut tokio::runtime::Builder::new_current_thread())
+        .on_task_spawn(|_| {})
+        .build()
+        .unwrap();
+    replaced.block_on(async {
+        REQUEST.set(1);
+        assert_eq!(tokio::spawn(async { request() }).await.unwrap(), None);
+    });
+    // Calling the crate's hook from your own keeps it.
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let counter = spawned.clone();
+    let composed = runtime::propagate(&mut tokio::runtime::Builder::new_current_thread())
+        .on_task_spawn(move |meta| {
+            runtime::on_task_spawn(meta);
+            counter.fetch_add(1, Relaxed);
+        })
+        .build()
+        .unwrap();
+    composed.block_on(async {
+        REQUEST.set(1);
+        assert_eq!(tokio::spawn(async { request() }).await.unwrap(), Some(1));
+    });
+    assert_eq!(spawned.load(Relaxed), 1);
+}
+
+#[test]
+fn a_task_woken_during_its_poll_and_stolen_by_another_worker_keeps_its_context() {
+    // Each self-wake lets a second worker start the next poll while the first has not yet
+    // run its after-hook: the next poll must wait for the hand-over, not start empty.
+    let rt = propagating_multi_thread(4);
+    let mismatches = Arc::new(AtomicUsize::new(0));
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..2_000u64)
+            .map(|n| {
+                let mismatches = mismatches.clone();
+                tokio::spawn(async move {
+                    for step in 0..20u64 {
+                        CHILD.set(n * 100 + step);
+                        self_wakes(1).await;
+                        if CHILD.get().as_deref() != Some(&(n * 100 + step)) {
+                            mismatches.fetch_add(1, Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    assert_eq!(mismatches.load(Relaxed), 0);
+}

@@ -1,0 +1,483 @@
+//! `tower::ContextLayer` (S22): every request runs in its own fork of the context current at
+//! `call`; what middleware and handlers `set` with a plain `set` never reaches another request
+//! or the caller, and children spawned with `task::spawn` inherit it.
+#![cfg(feature = "tower")]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use contextvars::tower::{ContextLayer, ContextService};
+use contextvars::{Context, ContextVar, Inherit, Scoped, task};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+
+static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+static LEFT_BEHIND: ContextVar<String> = ContextVar::new("left_behind");
+static NOT_INHERITED: ContextVar<&'static str> =
+    ContextVar::new("not_inherited").inherit(Inherit::None);
+static FORKED: ContextVar<Vec<u8>> =
+    ContextVar::new("forked").inherit(Inherit::Fork(|_| Vec::new()));
+
+const HEADER: &str = "x-request-id";
+
+// ---------------------------------------------------------------------------------------------
+// A hand-written service (no axum, no service_fn): `call` sets `REQUEST_ID` to the request's
+// body synchronously and returns a named future that reads it back.
+
+#[derive(Clone, Debug, Default)]
+struct SetsInCall {
+    ready_polls: Arc<AtomicUsize>,
+}
+
+/// Reads `REQUEST_ID` when polled; records what its drop sees.
+#[derive(Debug)]
+struct ReadVar {
+    seen_on_drop: Option<Arc<std::sync::Mutex<Option<Arc<String>>>>>,
+}
+
+impl Future for ReadVar {
+    type Output = Result<Option<Arc<String>>, Infallible>;
+    fn poll(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(REQUEST_ID.get()))
+    }
+}
+
+impl Drop for ReadVar {
+    fn drop(&mut self) {
+        if let Some(seen) = &self.seen_on_drop {
+            *seen.lock().unwrap() = REQUEST_ID.get();
+        }
+    }
+}
+
+impl Service<http::Request<String>> for SetsInCall {
+    type Response = Option<Arc<String>>;
+    type Error = Infallible;
+    type Future = ReadVar;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        self.ready_polls.fetch_add(1, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<String>) -> ReadVar {
+        REQUEST_ID.set(request.into_body());
+        ReadVar { seen_on_drop: None }
+    }
+}
+
+fn request(body: &str) -> http::Request<String> {
+    http::Request::new(body.to_owned())
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn what_call_sets_synchronously_stays_in_the_request() {
+    let mut ctx = Context::new().with_value(&REQUEST_ID, "caller".to_string());
+    ctx.run(|| {
+        let mut service = ContextLayer::new().layer(SetsInCall::default());
+        let response = service.call(request("req-1"));
+        assert_eq!(
+            REQUEST_ID.get().as_deref().map(String::as_str),
+            Some("caller")
+        );
+        assert_eq!(
+            response
+                .context()
+                .get(&REQUEST_ID)
+                .as_deref()
+                .map(String::as_str),
+            Some("req-1"),
+            "the request's context holds what call set"
+        );
+        let seen = current_thread().block_on(response).unwrap();
+        assert_eq!(seen.as_deref().map(String::as_str), Some("req-1"));
+        assert_eq!(
+            REQUEST_ID.get().as_deref().map(String::as_str),
+            Some("caller")
+        );
+    });
+}
+
+#[test]
+fn nothing_leaks_to_the_caller_after_the_response_completes() {
+    current_thread().block_on(async {
+        REQUEST_ID.set("caller".to_string());
+        let before = Context::current();
+        let service = ContextLayer::new().layer(service_fn(|request: http::Request<String>| {
+            REQUEST_ID.set(request.into_body());
+            async {
+                tokio::task::yield_now().await;
+                LEFT_BEHIND.set("by the handler".to_string());
+                tokio::task::yield_now().await;
+                Ok::<_, Infallible>(REQUEST_ID.get())
+            }
+        }));
+        let seen = service.oneshot(request("req-1")).await.unwrap();
+        assert_eq!(seen.as_deref().map(String::as_str), Some("req-1"));
+        assert_eq!(
+            Context::current(),
+            before,
+            "the caller's context is unchanged"
+        );
+        assert!(LEFT_BEHIND.get().is_none());
+    });
+}
+
+#[test]
+fn each_request_starts_from_a_fork_of_the_context_at_call() {
+    let mut ctx = Context::new()
+        .with_value(&REQUEST_ID, "at call".to_string())
+        .with_value(&NOT_INHERITED, "parent only")
+        .with_value(&FORKED, vec![1, 2, 3]);
+    ctx.run(|| {
+        let mut service = ContextService::new(service_fn(|_: http::Request<String>| async {
+            Ok::<_, Infallible>((REQUEST_ID.get(), NOT_INHERITED.get(), FORKED.get()))
+        }));
+        let response = service.call(request(""));
+        REQUEST_ID.set("after call".to_string()); // too late for the request
+        let (id, not_inherited, forked) = current_thread().block_on(response).unwrap();
+        assert_eq!(id.as_deref().map(String::as_str), Some("at call"));
+        assert_eq!(
+            not_inherited, None,
+            "Inherit::None is not carried into the request"
+        );
+        assert_eq!(
+            forked.as_deref(),
+            Some(&Vec::new()),
+            "Inherit::Fork gives a fresh value"
+        );
+        assert_eq!(FORKED.get().as_deref(), Some(&vec![1, 2, 3]));
+    });
+}
+
+#[test]
+fn interleaved_requests_on_one_service_never_see_each_other() {
+    current_thread().block_on(async {
+        let mut service =
+            ContextLayer::new().layer(service_fn(|request: http::Request<String>| {
+                let id = request.into_body();
+                async move {
+                    REQUEST_ID.set(id.clone());
+                    let mut seen = Vec::new();
+                    for _ in 0..10 {
+                        tokio::task::yield_now().await; // the other request runs here
+                        seen.push(REQUEST_ID.get().map(|v| (*v).clone()));
+                    }
+                    Ok::<_, Infallible>((id, seen))
+                }
+            }));
+        let a = service.ready().await.unwrap().call(request("a"));
+        let b = service.ready().await.unwrap().call(request("b"));
+        let (a, b) = tokio::join!(a, b);
+        for (id, seen) in [a.unwrap(), b.unwrap()] {
+            assert!(
+                seen.iter().all(|s| s.as_deref() == Some(id.as_str())),
+                "{id}: {seen:?}"
+            );
+        }
+        assert!(REQUEST_ID.get().is_none());
+    });
+}
+
+#[test]
+fn the_response_future_is_dropped_inside_the_request_context() {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let seen_on_drop = seen.clone();
+    let mut service = ContextService::new(service_fn(move |request: http::Request<String>| {
+        REQUEST_ID.set(request.into_body());
+        std::future::ready(Ok::<_, Infallible>(ReadVar {
+            seen_on_drop: Some(seen_on_drop.clone()),
+        }))
+    }));
+    drop(service.call(request("req-1"))); // cancelled before its first poll
+    assert_eq!(
+        seen.lock().unwrap().as_deref().map(String::as_str),
+        Some("req-1")
+    );
+    assert!(REQUEST_ID.get().is_none());
+}
+
+#[test]
+fn the_layer_wraps_a_hand_written_service() {
+    let inner = SetsInCall::default();
+    let ready_polls = inner.ready_polls.clone();
+    let service = ServiceBuilder::new()
+        .layer(ContextLayer::new())
+        .service(inner);
+    let seen = current_thread()
+        .block_on(service.oneshot(request("req-7")))
+        .unwrap();
+    assert_eq!(seen.as_deref().map(String::as_str), Some("req-7"));
+    assert_eq!(ready_polls.load(Ordering::Relaxed), 1);
+    assert!(REQUEST_ID.get().is_none());
+}
+
+#[test]
+fn the_response_future_is_scoped_around_the_inner_future() {
+    fn future_is_scoped<S, B>()
+    where
+        S: Service<http::Request<B>>,
+        ContextService<S>: Service<http::Request<B>, Future = Scoped<S::Future>>,
+    {
+    }
+    future_is_scoped::<SetsInCall, String>();
+    future_is_scoped::<Router, axum::body::Body>();
+
+    let mut service = ContextService::new(SetsInCall::default());
+    let _no_box: Scoped<ReadVar> = service.call(request("req-1"));
+}
+
+#[test]
+fn context_service_is_clone_when_the_inner_service_is() {
+    fn is_clone<T: Clone>() {}
+    is_clone::<ContextService<SetsInCall>>();
+    is_clone::<ContextService<Router>>();
+    is_clone::<ContextLayer>();
+
+    let service = ContextService::new(SetsInCall::default());
+    let mut copy = service.clone();
+    let response = copy.call(request("from the clone"));
+    assert!(REQUEST_ID.get().is_none());
+    let seen = current_thread().block_on(response).unwrap();
+    assert_eq!(seen.as_deref().map(String::as_str), Some("from the clone"));
+    assert_eq!(service.get_ref().ready_polls.load(Ordering::Relaxed), 0);
+}
+
+/// Pending on its first `poll_ready`, then an error: both must come through unchanged.
+#[derive(Default)]
+struct NotReady {
+    polls: usize,
+    context_seen: Vec<Context>,
+}
+
+impl Service<http::Request<()>> for NotReady {
+    type Response = ();
+    type Error = &'static str;
+    type Future = std::future::Ready<Result<(), &'static str>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), &'static str>> {
+        self.polls += 1;
+        self.context_seen.push(Context::current());
+        if self.polls == 1 {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        } else {
+            Poll::Ready(Err("overloaded"))
+        }
+    }
+
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        unreachable!("never ready")
+    }
+}
+
+#[test]
+fn poll_ready_is_forwarded_to_the_inner_service_untouched() {
+    let mut ctx = Context::new().with_value(&REQUEST_ID, "caller".to_string());
+    ctx.run(|| {
+        let mut service = ContextLayer::new().layer(NotReady::default());
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+        assert_eq!(service.poll_ready(&mut cx), Poll::Pending);
+        assert_eq!(service.poll_ready(&mut cx), Poll::Ready(Err("overloaded")));
+        let inner = service.into_inner();
+        assert_eq!(inner.polls, 2);
+        let caller = Context::current();
+        assert!(
+            inner.context_seen.iter().all(|seen| *seen == caller),
+            "poll_ready runs in the caller's context, not a request's"
+        );
+    });
+}
+
+#[test]
+fn accessors_reach_the_inner_service() {
+    let mut service = ContextService::new(NotReady::default());
+    service.get_mut().polls = 5;
+    assert_eq!(service.get_ref().polls, 5);
+    assert_eq!(service.into_inner().polls, 5);
+    assert!(format!("{:?}", ContextLayer::new()).contains("ContextLayer"));
+}
+
+#[test]
+fn requests_called_from_plain_tokio_spawn_tasks_stay_isolated() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let service = ContextLayer::new().layer(service_fn(|request: http::Request<String>| {
+            REQUEST_ID.set(request.into_body()); // synchronous, in `call`
+            async {
+                let mut seen = Vec::new();
+                for _ in 0..5 {
+                    tokio::task::yield_now().await;
+                    seen.push(REQUEST_ID.get());
+                }
+                seen.push(task::spawn(async { REQUEST_ID.get() }).await.unwrap());
+                Ok::<_, Infallible>(seen)
+            }
+        }));
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..2000 {
+            let service = service.clone();
+            // A plain task, as hyper's connection tasks are: the layer gives the request a
+            // context of its own.
+            requests.spawn(async move {
+                let id = format!("req-{i}");
+                let seen = service.oneshot(request(&id)).await.unwrap();
+                seen.iter().filter(|s| s.as_deref() != Some(&id)).count()
+            });
+        }
+        let mut mismatches = 0;
+        while let Some(done) = requests.join_next().await {
+            mismatches += done.unwrap();
+        }
+        assert_eq!(mismatches, 0);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real axum server on 127.0.0.1 with a real HTTP client.
+
+/// Middleware, Django-style: a plain `set`, no `scope`.
+async fn set_request_id(request: Request, next: Next) -> Response {
+    let id = request.headers()[HEADER].to_str().unwrap().to_owned();
+    REQUEST_ID.set(id);
+    let mut response = next.run(request).await;
+    // After the handler, still this request's id.
+    let id = REQUEST_ID.get().map(|id| (*id).clone()).unwrap_or_default();
+    response
+        .headers_mut()
+        .insert(HEADER, HeaderValue::from_str(&id).unwrap());
+    response
+}
+
+/// Reads the id several times across awaits and from a spawned child; the body lists them all.
+async fn echo_id() -> String {
+    let mut seen = vec![REQUEST_ID.get()];
+    tokio::task::yield_now().await;
+    seen.push(REQUEST_ID.get());
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    seen.push(REQUEST_ID.get());
+    let child = task::spawn(async {
+        tokio::task::yield_now().await;
+        REQUEST_ID.get()
+    });
+    seen.push(child.await.unwrap());
+    seen.push(REQUEST_ID.get());
+    seen.iter()
+        .map(|id| id.as_deref().map_or("<unset>", String::as_str))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn leave_a_value() -> &'static str {
+    LEFT_BEHIND.set(REQUEST_ID.get().unwrap().to_string());
+    "left"
+}
+
+async fn read_left_value() -> String {
+    LEFT_BEHIND
+        .get()
+        .map_or("<unset>".to_string(), |v| (*v).clone())
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/", get(echo_id))
+        .route("/leave", get(leave_a_value))
+        .route("/read", get(read_left_value))
+        .layer(middleware::from_fn(set_request_id))
+        .layer(ContextLayer::new())
+}
+
+/// Serves `app()` on a free loopback port; the URL and the server task.
+async fn serve() -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app()).await });
+    (url, server)
+}
+
+fn client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn axum_server_keeps_every_concurrent_request_in_its_own_context() {
+    const REQUESTS: usize = 500;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let (url, server) = serve().await;
+        let client = client().build().unwrap();
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..REQUESTS {
+            let (client, url) = (client.clone(), url.clone());
+            requests.spawn(async move {
+                let id = format!("req-{i:04}");
+                let response = client
+                    .get(format!("{url}/"))
+                    .header(HEADER, &id)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                let echoed = response.headers()[HEADER].to_str().unwrap().to_owned();
+                let body = response.text().await.unwrap();
+                let seen: Vec<&str> = body.split(',').collect();
+                assert_eq!(seen.len(), 5, "{body}");
+                let mismatches = seen.iter().filter(|s| **s != id).count();
+                mismatches + usize::from(echoed != id)
+            });
+        }
+        let mut mismatches = 0;
+        while let Some(done) = requests.join_next().await {
+            mismatches += done.expect("request task");
+        }
+        server.abort();
+        assert_eq!(
+            mismatches, 0,
+            "reads that saw another request's id (or none)"
+        );
+    })
+    .await
+    .expect("the test finishes within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_value_set_by_one_request_is_not_seen_by_the_next_on_the_same_connection() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (url, server) = serve().await;
+        // One keep-alive connection, reused for every request.
+        let client = client().pool_max_idle_per_host(1).build().unwrap();
+        for i in 0..50 {
+            let id = format!("req-{i}");
+            let left = client.get(format!("{url}/leave")).header(HEADER, &id);
+            assert_eq!(left.send().await.unwrap().text().await.unwrap(), "left");
+            let read = client.get(format!("{url}/read")).header(HEADER, &id);
+            assert_eq!(read.send().await.unwrap().text().await.unwrap(), "<unset>");
+        }
+        server.abort();
+    })
+    .await
+    .expect("the test finishes within its time limit");
+}

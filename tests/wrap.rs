@@ -1,0 +1,158 @@
+//! S23: `Context::wrap` runs each call of an `Fn` in its own fork of the captured context —
+//! the way into rayon, thread pools and callbacks.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use contextvars::{Context, ContextVar, Inherit};
+use rayon::prelude::*;
+
+static REQUEST: ContextVar<String> = ContextVar::new("request");
+static ITEM: ContextVar<u64> = ContextVar::new("item");
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+/// What every thread of `pool` has in its own context right now.
+fn pool_leftovers(pool: &rayon::ThreadPool) -> Vec<usize> {
+    pool.broadcast(|_| Context::current().len())
+}
+
+#[test]
+fn rayon_par_iter_over_10000_items_sees_the_request_and_never_another_items_value() {
+    let pool = pool(4);
+    let mismatches = AtomicU32::new(0);
+    let ctx = Context::new().with_value(&REQUEST, "req-7".to_string());
+    let job = ctx.wrap(|n: u64| {
+        // A value left by an earlier call on this pool thread would show here.
+        if ITEM.get().is_some() || REQUEST.get().as_deref().map(String::as_str) != Some("req-7") {
+            mismatches.fetch_add(1, Relaxed);
+        }
+        ITEM.set(n);
+        std::thread::yield_now();
+        if ITEM.get().as_deref() != Some(&n) {
+            mismatches.fetch_add(1, Relaxed);
+        }
+        n
+    });
+    let total: u64 = pool.install(|| (0..10_000u64).into_par_iter().map(job).sum());
+    assert_eq!(total, (0..10_000u64).sum());
+    assert_eq!(mismatches.load(Relaxed), 0);
+    assert_eq!(
+        pool_leftovers(&pool),
+        vec![0; 4],
+        "nothing stays on the pool threads"
+    );
+}
+
+#[test]
+fn without_wrap_a_rayon_closure_sees_nothing_of_the_caller() {
+    // The contrast S23 fixes: pool threads have their own (empty) contexts.
+    let pool = pool(2);
+    REQUEST.sync_scope("req-1".to_string(), || {
+        let seen: Vec<bool> =
+            pool.install(|| (0..100).into_par_iter().map(|_| REQUEST.is_set()).collect());
+        assert!(seen.iter().all(|set| !set));
+    });
+}
+
+#[test]
+fn what_one_call_sets_is_seen_by_no_other_call_nor_the_caller() {
+    let ctx = Context::new().with_value(&ITEM, 0);
+    let call = ctx.wrap(|n: u64| {
+        let before = *ITEM.get().unwrap();
+        ITEM.set(n);
+        before
+    });
+    assert_eq!(call(1), 0);
+    assert_eq!(call(2), 0);
+    let clone = call.clone();
+    assert_eq!(clone(3), 0);
+    assert!(ITEM.get().is_none());
+}
+
+#[test]
+fn the_captured_context_is_taken_at_wrap_not_at_each_call() {
+    REQUEST.set("before".to_string());
+    let call = Context::current().wrap(|()| REQUEST.get().map(|r| (*r).clone()));
+    REQUEST.set("after".to_string());
+    assert_eq!(call(()).as_deref(), Some("before"));
+    assert_eq!(
+        std::thread::spawn(move || call(()))
+            .join()
+            .unwrap()
+            .as_deref(),
+        Some("before")
+    );
+}
+
+#[test]
+fn each_call_applies_the_fork_policies() {
+    static BUFFER: ContextVar<Mutex<Vec<u64>>> =
+        ContextVar::new("buffer").inherit(Inherit::Fork(|_| Mutex::new(Vec::new())));
+    let ctx = Context::new().with_value(&BUFFER, Mutex::new(vec![99]));
+    let call = ctx.clone().wrap(|n: u64| {
+        let buffer = BUFFER.get().unwrap();
+        let mut buffer = buffer.lock().unwrap();
+        buffer.push(n);
+        buffer.clone()
+    });
+    let results: Vec<Vec<u64>> = pool(3).install(|| (0..50).into_par_iter().map(call).collect());
+    for (n, seen) in results.into_iter().enumerate() {
+        assert_eq!(
+            seen,
+            vec![n as u64],
+            "each call got a fresh buffer of its own"
+        );
+    }
+    assert_eq!(*ctx.get(&BUFFER).unwrap().lock().unwrap(), vec![99]);
+}
+
+#[test]
+fn wrap_is_send_sync_and_clone_when_f_is() {
+    fn assert_pool_ready<F: Fn(u8) -> u8 + Send + Sync + Clone + 'static>(_: &F) {}
+    let call = Context::new().wrap(|n: u8| n + 1);
+    assert_pool_ready(&call);
+    assert_eq!(call(1), 2);
+}
+
+#[test]
+fn a_panicking_call_leaves_the_pool_thread_clean() {
+    let pool = pool(2);
+    let call = Context::new().wrap(|n: u64| {
+        ITEM.set(n);
+        assert!(n % 2 == 0, "odd item");
+        n
+    });
+    let outcomes: Vec<bool> = pool.install(|| {
+        (0..20u64)
+            .into_par_iter()
+            .map(|n| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(n))).is_ok())
+            .collect()
+    });
+    assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 10);
+    assert_eq!(pool_leftovers(&pool), vec![0; 2]);
+}
+
+#[test]
+fn many_callers_wrapping_their_own_contexts_stay_apart() {
+    let pool = pool(4);
+    let seen = Mutex::new(HashSet::new());
+    pool.install(|| {
+        (0..200u64).into_par_iter().for_each(|request| {
+            let ctx = Context::new().with_value(&REQUEST, format!("req-{request}"));
+            let tag = ctx.wrap(|i: u64| format!("{}#{i}", REQUEST.get().unwrap()));
+            let tags: Vec<String> = (0..10u64).into_par_iter().map(tag).collect();
+            for (i, t) in tags.iter().enumerate() {
+                assert_eq!(t, &format!("req-{request}#{i}"));
+            }
+            seen.lock().unwrap().insert(request);
+        });
+    });
+    assert_eq!(seen.lock().unwrap().len(), 200);
+}
