@@ -370,3 +370,35 @@ fn a_task_woken_during_its_poll_and_stolen_by_another_worker_keeps_its_context()
     });
     assert_eq!(mismatches.load(Relaxed), 0);
 }
+
+/// Sets `REQUEST` and then panics when dropped.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        REQUEST.set(666);
+        panic!("a destructor panics with a value set");
+    }
+}
+
+#[test]
+fn a_panic_in_a_hooked_tasks_drop_leaves_the_worker_clean() {
+    let rt = propagating_current_thread();
+    rt.block_on(async {
+        let doomed = tokio::spawn(async {
+            let _guard = PanicsOnDrop;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        doomed.abort();
+        assert!(doomed.await.unwrap_err().is_panic());
+        // The next task on the only worker sees neither the value nor a broken slot.
+        let next = tokio::spawn(async {
+            let seen = request();
+            REQUEST.set(1);
+            (seen, request())
+        });
+        assert_eq!(next.await.unwrap(), (None, Some(1)));
+        assert_eq!(request(), None);
+    });
+}
