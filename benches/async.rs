@@ -82,5 +82,41 @@ fn spawn_join(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, poll_overhead, spawn_join);
+fn bridges(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("bridge round trip (multi-thread runtime, 10 vars set)");
+    group.bench_function("baseline: tokio::task::spawn_blocking + await", |b| {
+        b.to_async(&rt)
+            .iter(|| async { tokio::task::spawn_blocking(|| 1).await.unwrap() })
+    });
+    group.bench_function("task::sync_to_async", |b| {
+        b.to_async(&rt)
+            .iter(|| contextvars::task::sync_to_async(|| VAR.get()))
+    });
+    group.bench_function("task::sync_to_async, one set written back", |b| {
+        b.to_async(&rt).iter(|| {
+            contextvars::task::sync_to_async(|| {
+                VAR.set(2);
+            })
+        })
+    });
+    // sync -> async -> sync: the inner sync code runs on the thread blocked in async_to_sync.
+    group.bench_function(
+        "task::sync_to_async(async_to_sync(sync_to_async)) nested",
+        |b| {
+            b.to_async(&rt).iter(|| {
+                contextvars::task::sync_to_async(|| {
+                    contextvars::task::async_to_sync(contextvars::task::sync_to_async(|| VAR.get()))
+                })
+            })
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, poll_overhead, spawn_join, bridges);
 criterion_main!(benches);

@@ -17,14 +17,19 @@ pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 /// The type-erased form of [`Inherit::Fork`](crate::Inherit::Fork), made once per variable.
 pub(crate) type Forker = Arc<dyn Fn(&(dyn Any + Send + Sync)) -> Value + Send + Sync>;
 
-/// What [`Context::fork`] does with one binding.
+/// How a bridge's write-back combines a binding whose value is a collection (a `Local`'s
+/// attributes, S18): `(base, end, current)` — the value handed to the other side, the value it
+/// ended with, and the caller's value now — to the caller's new value (`None`: unbind).
+pub(crate) type Merge = fn(Option<&Value>, Option<&Value>, Option<&Value>) -> Option<Value>;
+
+/// What [`Context::fork`] does with one binding, and how a bridge writes it back.
 #[derive(Clone)]
 pub(crate) enum Policy {
     Share,
     Drop,
     Fork(Forker),
-    /// Dropped on fork *and* never written back by a bridge: `Local::thread_critical` (S19).
-    ThreadCritical,
+    /// Shared on fork like `Share`; written back by a bridge through the merge function.
+    Merge(Merge),
 }
 
 /// One variable bound in a context.
@@ -36,8 +41,16 @@ pub(crate) struct Binding {
 
 impl Binding {
     fn is_shared_on_fork(&self) -> bool {
-        matches!(self.policy, Policy::Share)
+        matches!(self.policy, Policy::Share | Policy::Merge(_))
     }
+}
+
+/// One binding a bridge writes back: its version in the context handed to the other side
+/// (`base`) and in the one the other side ended with (`end`).
+pub(crate) struct Change {
+    key: VarKey,
+    base: Option<Binding>,
+    end: Option<Binding>,
 }
 
 /// Identity of a context for [`Token`](crate::Token)s. 0 means "no token was made here yet":
@@ -53,8 +66,8 @@ static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// [`Scoped`] does the same for every poll of a future.
 ///
 /// Copying a context ([`Clone`], [`Context::current`], [`Context::fork`]) is O(1) whatever
-/// its size: the map is persistent (a hash array mapped trie shared between copies), and only
-/// the path to a changed entry is copied on write. Copies are *shallow*: values are shared
+/// its size: the map is persistent and shared between copies (a flat array up to 16 bindings,
+/// a hash array mapped trie above), and a write copies only what it changes. Copies are *shallow*: values are shared
 /// `Arc`s (see [`Inherit`](crate::Inherit) for the per-variable alternative).
 ///
 /// A clone is a new context for [`ContextVar::reset`]: a token made in one is refused in the
@@ -79,6 +92,36 @@ static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// // The snapshot kept bob; the thread's own context still has alice.
 /// assert_eq!(snapshot.get(&USER).as_deref().map(String::as_str), Some("bob"));
 /// assert_eq!(USER.get().as_deref().map(String::as_str), Some("alice"));
+/// ```
+///
+/// # Cycles (S26)
+///
+/// Values are reference-counted, not garbage-collected: a value that holds a `Context` in which
+/// it is itself bound is an `Arc` cycle, and neither is ever dropped (Python's GC would collect
+/// it). Hold a [`Weak`](std::sync::Weak) to the value instead, or take the value out of the
+/// context (unbind it) before the context goes:
+///
+/// ```
+/// use contextvars::{Context, ContextVar};
+/// use std::sync::{Arc, Mutex, Weak};
+///
+/// /// A job that remembers the context it runs in, to spawn follow-ups in it.
+/// struct Job {
+///     home: Mutex<Option<Context>>,
+/// }
+/// static JOB: ContextVar<Job> = ContextVar::new("job");
+///
+/// let ctx = Context::new().with_value(&JOB, Job { home: Mutex::new(None) });
+/// let job: Weak<Job> = Arc::downgrade(&ctx.get(&JOB).unwrap());
+/// // A cycle: the job holds the context that holds the job.
+/// *job.upgrade().unwrap().home.lock().unwrap() = Some(ctx.clone());
+/// drop(ctx);
+/// assert!(job.upgrade().is_some(), "leaked: the cycle keeps both alive");
+///
+/// // The way out: break the cycle before letting go (or store a `Weak` in the first place).
+/// let home = job.upgrade().unwrap().home.lock().unwrap().take();
+/// drop(home);
+/// assert!(job.upgrade().is_none(), "collected");
 /// ```
 pub struct Context {
     map: VarMap,
@@ -163,8 +206,8 @@ impl Context {
     fn apply_fork_policies(&mut self, parent: &Context) {
         for (key, binding) in parent.map.iter() {
             match &binding.policy {
-                Policy::Share => {}
-                Policy::Drop | Policy::ThreadCritical => {
+                Policy::Share | Policy::Merge(_) => {}
+                Policy::Drop => {
                     self.remove(key.id());
                 }
                 Policy::Fork(fork) => {
@@ -182,6 +225,14 @@ impl Context {
     /// again when `run` returns — also when `f` panics, in which case `self` keeps what `f` set
     /// before the panic. Because `run` takes `&mut self`, a context cannot be entered twice at
     /// once. Nested `run`s restore in LIFO order (S11).
+    ///
+    /// # Thread teardown
+    ///
+    /// Called from a thread-local's destructor while the thread's thread-local storage is being
+    /// destroyed (after this crate's own slot is gone), `run` cannot enter `self`: `f` still
+    /// runs, but reads in it see no values and what it sets is discarded. The current context
+    /// lives in a thread-local with a destructor (it owns the values), so there is no slot left
+    /// to enter; a destructor that needs values should read them into locals before teardown.
     ///
     /// # Examples
     ///
@@ -412,45 +463,67 @@ impl Context {
         ctx
     }
 
-    /// The bindings that differ between `base` and `self`, by `Arc` identity: `Some` for set or
-    /// changed, `None` for removed. What a bridge writes back (S16, S17).
+    /// The bindings that differ between `base` and `self`, by `Arc` identity, each with its
+    /// version in `base` and in `self` (`None`: not bound there). What a bridge writes back
+    /// (S16, S17).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the bridges live in `task`
-    pub(crate) fn changes_since(&self, base: &Context) -> Vec<(VarKey, Option<Binding>)> {
+    pub(crate) fn changes_since(&self, base: &Context) -> Vec<Change> {
         if self.map.ptr_eq(&base.map) {
             return Vec::new();
         }
-        let bridged = |binding: &Binding| !matches!(binding.policy, Policy::ThreadCritical);
         let mut changes: Vec<_> = self
             .map
             .iter()
-            .filter(|(key, binding)| {
-                bridged(binding)
-                    && base
-                        .map
-                        .get(key.id())
-                        .is_none_or(|old| !Arc::ptr_eq(&old.value, &binding.value))
+            .filter_map(|(key, binding)| {
+                let old = base.map.get(key.id());
+                let changed = old.is_none_or(|old| !Arc::ptr_eq(&old.value, &binding.value));
+                changed.then(|| Change {
+                    key: *key,
+                    base: old.cloned(),
+                    end: Some(binding.clone()),
+                })
             })
-            .map(|(key, binding)| (*key, Some(binding.clone())))
             .collect();
         changes.extend(
             base.map
                 .iter()
-                .filter(|(key, binding)| bridged(binding) && !self.map.contains_key(key.id()))
-                .map(|(key, _)| (*key, None)),
+                .filter(|(key, _)| !self.map.contains_key(key.id()))
+                .map(|(key, binding)| Change {
+                    key: *key,
+                    base: Some(binding.clone()),
+                    end: None,
+                }),
         );
         changes
     }
 
-    /// Applies [`Context::changes_since`] output, returning the displaced bindings for the
-    /// caller to drop outside any borrow.
+    /// Applies [`Context::changes_since`] output: a plain binding is set or removed as the
+    /// other side left it; a `Merge` binding is merged with this context's current value
+    /// (S18). Returns the displaced bindings for the caller to drop outside any borrow.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the bridges live in `task`
-    pub(crate) fn apply_changes(
-        &mut self,
-        changes: Vec<(VarKey, Option<Binding>)>,
-    ) -> Vec<Binding> {
+    pub(crate) fn apply_changes(&mut self, changes: Vec<Change>) -> Vec<Binding> {
         let mut displaced = Vec::with_capacity(changes.len());
-        for (key, change) in changes {
-            let old = match change {
+        for Change { key, base, end } in changes {
+            let merge = [&end, &base]
+                .into_iter()
+                .flatten()
+                .find_map(|b| match b.policy {
+                    Policy::Merge(merge) => Some(merge),
+                    _ => None,
+                });
+            let new = match merge {
+                Some(merge) => merge(
+                    base.as_ref().map(|b| &b.value),
+                    end.as_ref().map(|b| &b.value),
+                    self.lookup(key.id()).map(|b| &b.value),
+                )
+                .map(|value| Binding {
+                    value,
+                    policy: Policy::Merge(merge),
+                }),
+                None => end,
+            };
+            let old = match new {
                 Some(binding) => self.insert(key, binding),
                 None => self.remove(key.id()),
             };
@@ -663,10 +736,10 @@ mod tests {
         end = end.with_value(&A, 1); // changed: equal value, new Arc
         drop(end.remove(B.id())); // removed
         let mut changes = end.changes_since(&base);
-        changes.sort_by_key(|(key, _)| key.name());
+        changes.sort_by_key(|change| change.key.name());
         let summary: Vec<_> = changes
             .iter()
-            .map(|(key, change)| (key.name(), change.is_some()))
+            .map(|change| (change.key.name(), change.end.is_some()))
             .collect();
         assert_eq!(summary, [("a", true), ("b", false), ("c", true)]);
 

@@ -5,7 +5,12 @@
 //! - [`read`]: a short look with no user code inside (`get`, `is_set`, `Context::current`).
 //! - [`read_shared`]: a look that runs user code (`ContextVar::with`).
 //! - [`modify`]: a change with no user code inside (`set`, `reset`).
-//! - [`enter`]: make a [`Context`] current until the returned guard drops (`run`, `Scoped`).
+//! - [`enter`] / [`run_in`]: make a [`Context`] current until the returned guard drops (`run`);
+//!   a task [`Entry`] (`Scoped`, bridge jobs, the runtime hooks through [`enter_owned`]) also
+//!   swaps in the task's own storage for thread-critical values.
+//! - [`read_critical`] / [`modify_critical`]: the storage of `Local::thread_critical` (S19):
+//!   the thread's own in plain code, the innermost task's inside a task entry. `run` does not
+//!   change it, so a value set on a thread is seen in any context entered on that thread.
 //!
 //! The thread holds its context in an `Rc`. A reader that runs user code holds a clone of that
 //! `Rc` instead of a `RefCell` borrow, so the user code may `set` or `run` freely: a write then
@@ -24,7 +29,6 @@
 //! unwrapped task on the worker, so [`modify`] refuses the write there (S21, see
 //! [`isolation`](crate::isolation)). Entered contexts cost the check nothing but a `Cell` read.
 
-use std::borrow::BorrowMut;
 use std::cell::{Cell, RefCell};
 use std::mem;
 use std::rc::Rc;
@@ -42,18 +46,28 @@ impl Clone for Slot {
     }
 }
 
-/// What the thread-local holds: the current context and how many contexts are entered.
+/// Storage for thread-critical values (S19): a context used as a plain map, boxed so that a
+/// task entry swaps one pointer, and absent until the first thread-critical `set`.
+pub(crate) type Critical = Option<Box<Context>>;
+
+/// What the thread-local holds: the current context, the thread-critical storage in use, and
+/// how many contexts and tasks are entered.
 struct Current {
     slot: RefCell<Rc<Slot>>,
-    /// Entered contexts ([`enter`], [`run_in`]) not yet exited on this thread. Zero means the
-    /// thread's own context is current.
+    /// Entered contexts ([`enter`], [`run_in`], task entries) not yet exited on this thread.
+    /// Zero means the thread's own context is current.
     entered: Cell<usize>,
+    critical: RefCell<Critical>,
+    /// Task entries not yet exited: zero means `critical` is the thread's own.
+    tasks: Cell<usize>,
 }
 
 thread_local! {
     static CURRENT: Current = Current {
         slot: RefCell::new(Rc::new(Slot(Context::new()))),
         entered: Cell::new(0),
+        critical: const { RefCell::new(None) },
+        tasks: Cell::new(0),
     };
 }
 
@@ -117,14 +131,71 @@ pub(crate) fn check_writable(call: &'static str) {
 /// [`modify`] found no context entered inside a Tokio task.
 struct Refused;
 
+/// Runs `f` on the thread-critical storage in use (S19); `None` if there is none yet. `f` must
+/// not run user code nor drop user values.
+pub(crate) fn read_critical<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
+    let mut f = Some(f);
+    let read = CURRENT.try_with(|current| {
+        let critical = current.critical.borrow();
+        (f.take().expect("read_critical calls f once"))(critical.as_deref())
+    });
+    match (read, f) {
+        (Ok(result), _) => result,
+        (Err(_), Some(f)) => f(None),
+        (Err(_), None) => unreachable!("f is taken only when the thread-local is there"),
+    }
+}
+
+/// Runs `f` on the thread-critical storage in use, mutably, creating it if needed. `f` must
+/// not run user code nor drop user values: it returns what it displaced. `None` (and `f` is
+/// not called) if the thread-local is gone.
+///
+/// # Panics
+///
+/// Inside a Tokio task with no task entry on the thread (S21): the storage would be the
+/// worker thread's, shared by every task on it. A `run` does not count: it does not change
+/// the storage.
+pub(crate) fn modify_critical<R>(
+    call: &'static str,
+    f: impl FnOnce(&mut Context) -> R,
+) -> Option<R> {
+    let mut f = Some(f);
+    let result = CURRENT.try_with(|current| {
+        if current.tasks.get() == 0 && isolation::in_task() {
+            return Err(Refused);
+        }
+        let mut critical = current.critical.borrow_mut();
+        let storage = critical.get_or_insert_with(Box::default);
+        Ok((f.take().expect("modify_critical calls f once"))(storage))
+    });
+    drop(f);
+    match result {
+        Ok(Ok(result)) => Some(result),
+        Ok(Err(Refused)) => isolation::refuse_write(call),
+        Err(_) => None,
+    }
+}
+
+/// Panics as [`modify_critical`] would for a write by `call` here (S21).
+pub(crate) fn check_critical_writable(call: &'static str) {
+    let refused = CURRENT
+        .try_with(|current| current.tasks.get() == 0 && isolation::in_task())
+        .unwrap_or(false);
+    if refused {
+        isolation::refuse_write(call);
+    }
+}
+
 /// Runs `f` with `ctx` as the current context: [`enter`] and its guard within a single
 /// thread-local access. If the thread-local is gone, `f` runs without entering `ctx`.
 #[inline]
-pub(crate) fn run_in<R>(ctx: &mut Context, f: impl FnOnce() -> R) -> R {
+pub(crate) fn run_in<E: Entry, R>(entry: E, f: impl FnOnce() -> R) -> R {
     // `f` stays here if the thread-local is gone, so it can still run (without `ctx`).
     let mut f = Some(f);
+    let mut entry = Some(entry);
     let entered = CURRENT.try_with(|current| {
-        let _entered = enter_cell(current, ctx);
+        let entry = entry.take().expect("taken once");
+        let _entered = enter_cell(current, entry);
         f.take().map(|f| f())
     });
     match (entered, f) {
@@ -145,51 +216,106 @@ enum Restore {
     Nothing,
 }
 
-/// Makes `ctx` the current context until the returned guard drops; then the previous one is
-/// current again and `ctx` holds everything set meanwhile. Nested guards must drop in LIFO
-/// order, which their borrows of the entered contexts enforce for `run`, and poll nesting for
-/// `Scoped`.
+/// What a guard enters: a context, and for a task also its thread-critical storage.
+pub(crate) trait Entry {
+    fn context(&mut self) -> &mut Context;
+    /// The task's own thread-critical storage, swapped in with the context; `None` for a plain
+    /// `run`, which keeps the thread's (S19).
+    fn critical(&mut self) -> Option<&mut Critical>;
+}
+
+impl Entry for &mut Context {
+    #[inline]
+    fn context(&mut self) -> &mut Context {
+        self
+    }
+
+    #[inline]
+    fn critical(&mut self) -> Option<&mut Critical> {
+        None
+    }
+}
+
+/// A task's context and thread-critical storage, borrowed (`Scoped`).
+pub(crate) struct TaskEntry<'a> {
+    pub(crate) context: &'a mut Context,
+    pub(crate) critical: &'a mut Critical,
+}
+
+impl Entry for TaskEntry<'_> {
+    #[inline]
+    fn context(&mut self) -> &mut Context {
+        self.context
+    }
+
+    #[inline]
+    fn critical(&mut self) -> Option<&mut Critical> {
+        Some(self.critical)
+    }
+}
+
+/// A task's context and thread-critical storage, owned (bridge jobs, the runtime hooks).
+#[derive(Default)]
+pub(crate) struct OwnedTask {
+    pub(crate) context: Context,
+    pub(crate) critical: Critical,
+}
+
+impl Entry for OwnedTask {
+    #[inline]
+    fn context(&mut self) -> &mut Context {
+        &mut self.context
+    }
+
+    #[inline]
+    fn critical(&mut self) -> Option<&mut Critical> {
+        Some(&mut self.critical)
+    }
+}
+
+/// Makes `entry`'s context current until the returned guard drops (a task entry also swaps in
+/// its thread-critical storage); then the previous one is current again and the entry holds
+/// everything set meanwhile. Nested guards must drop in LIFO order, which their borrows of the
+/// entered contexts enforce for `run`, and poll nesting for `Scoped`.
 #[inline]
-pub(crate) fn enter(ctx: &mut Context) -> Entered<'_> {
+pub(crate) fn enter<'a, E: Entry>(mut entry: E) -> Entered<'a, E> {
     let restore = CURRENT
-        .try_with(|current| swap_in(current, ctx))
+        .try_with(|current| swap_in(current, &mut entry))
         .unwrap_or(Restore::Nothing);
     Entered {
-        ctx,
+        entry,
         restore,
         cell: None,
     }
 }
 
-/// [`enter`] for a context the guard owns, for callers that cannot hold a borrow for as long
-/// as the context is entered: the `runtime` module's poll hooks keep the guard in a
-/// thread-local between the before- and after-poll hooks. [`Entered::exit`] gives it back.
+/// [`enter`] for an owned task, for callers that cannot hold a borrow for as long as it
+/// is entered: the `runtime` module's poll hooks keep the guard in a thread-local between the
+/// before- and after-poll hooks. [`Entered::exit`] gives the task back.
 #[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
-pub(crate) fn enter_owned(mut ctx: Context) -> Entered<'static, Context> {
-    let restore = CURRENT
-        .try_with(|current| swap_in(current, &mut ctx))
-        .unwrap_or(Restore::Nothing);
-    Entered {
-        ctx,
-        restore,
-        cell: None,
-    }
+pub(crate) fn enter_owned(task: OwnedTask) -> Entered<'static, OwnedTask> {
+    enter(task)
 }
 
 /// [`enter`] with the thread-local already in hand; the guard reuses it on exit.
 #[inline]
-fn enter_cell<'a>(current: &'a Current, ctx: &'a mut Context) -> Entered<'a> {
-    let restore = swap_in(current, ctx);
+fn enter_cell<E: Entry>(current: &Current, mut entry: E) -> Entered<'_, E> {
+    let restore = swap_in(current, &mut entry);
     Entered {
-        ctx,
+        entry,
         restore,
         cell: Some(current),
     }
 }
 
 #[inline]
-fn swap_in(current: &Current, ctx: &mut Context) -> Restore {
+fn swap_in<E: Entry>(current: &Current, entry: &mut E) -> Restore {
     current.entered.set(current.entered.get() + 1);
+    if let Some(critical) = entry.critical() {
+        current.tasks.set(current.tasks.get() + 1);
+        mem::swap(&mut *current.critical.borrow_mut(), critical);
+    }
+    let ctx = entry.context();
     let mut slot = current.slot.borrow_mut();
     match Rc::get_mut(&mut slot) {
         Some(Slot(current)) => {
@@ -207,39 +333,48 @@ fn enter_shared(slot: &mut Rc<Slot>, ctx: &mut Context) -> Restore {
     Restore::Stashed(mem::replace(slot, entered))
 }
 
-/// Guard returned by [`enter`] (borrowing the entered context) and [`enter_owned`] (owning
-/// it). Its `Drop` cannot panic: the `borrow_mut` is never contended (see the module docs) and
-/// the rest only moves values.
-pub(crate) struct Entered<'a, C: BorrowMut<Context> = &'a mut Context> {
-    ctx: C,
+/// Guard returned by [`enter`] and [`enter_owned`]. Its `Drop` cannot panic:
+/// the `borrow_mut`s are never contended (see the module docs) and the rest only moves values.
+pub(crate) struct Entered<'a, E: Entry> {
+    entry: E,
     restore: Restore,
     /// The thread-local, when the guard was made with it in hand (saves a lookup on exit).
     cell: Option<&'a Current>,
 }
 
-impl<C: BorrowMut<Context>> Drop for Entered<'_, C> {
+impl<E: Entry> Drop for Entered<'_, E> {
     #[inline]
     fn drop(&mut self) {
         self.restore_previous();
     }
 }
 
-impl Entered<'_, Context> {
-    /// Makes the previous context current again and returns the entered one, with everything
-    /// set while it was entered.
+impl Entered<'_, OwnedTask> {
+    /// Makes the previous context (and storage) current again and returns the task, with
+    /// everything set while it was entered.
     #[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
-    pub(crate) fn exit(mut self) -> Context {
+    pub(crate) fn exit(mut self) -> OwnedTask {
         self.restore_previous();
-        mem::take(&mut self.ctx)
+        mem::take(&mut self.entry)
     }
 }
 
-impl<C: BorrowMut<Context>> Entered<'_, C> {
+impl<E: Entry> Entered<'_, E> {
     #[inline]
     fn restore_previous(&mut self) {
-        match mem::replace(&mut self.restore, Restore::Nothing) {
+        let restore = mem::replace(&mut self.restore, Restore::Nothing);
+        if matches!(restore, Restore::Nothing) {
+            return;
+        }
+        if let Some(critical) = self.entry.critical() {
+            let _ = CURRENT.try_with(|current| {
+                current.tasks.set(current.tasks.get() - 1);
+                mem::swap(&mut *current.critical.borrow_mut(), critical);
+            });
+        }
+        match restore {
             Restore::Swapped => {
-                let ctx = self.ctx.borrow_mut();
+                let ctx = self.entry.context();
                 let mut swap_out = |current: &Current| {
                     current.entered.set(current.entered.get() - 1);
                     match Rc::get_mut(&mut current.slot.borrow_mut()) {
@@ -267,10 +402,11 @@ impl<C: BorrowMut<Context>> Entered<'_, C> {
     /// copy the entered context out and give the thread back its previous context.
     #[cold]
     fn exit_shared(&mut self) {
+        let ctx = self.entry.context();
         let _ = CURRENT.try_with(|current| {
             let mut slot = current.slot.borrow_mut();
             let entered = slot.0.clone_same_identity();
-            let previous = mem::replace(self.ctx.borrow_mut(), entered);
+            let previous = mem::replace(ctx, entered);
             *slot = Rc::new(Slot(previous));
         });
     }
@@ -282,7 +418,7 @@ impl<C: BorrowMut<Context>> Entered<'_, C> {
             mem::replace(&mut *current.slot.borrow_mut(), previous)
         });
         if let Ok(entered) = entered {
-            *self.ctx.borrow_mut() = match Rc::try_unwrap(entered) {
+            *self.entry.context() = match Rc::try_unwrap(entered) {
                 Ok(Slot(ctx)) => ctx,
                 Err(shared) => shared.0.clone_same_identity(),
             };

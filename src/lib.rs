@@ -357,6 +357,9 @@ mod id;
 mod isolation;
 mod local;
 mod map;
+#[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+pub mod propagation;
 #[cfg(all(tokio_unstable, feature = "tokio"))]
 #[cfg_attr(docsrs, doc(cfg(all(tokio_unstable, feature = "tokio"))))]
 pub mod runtime;

@@ -5,6 +5,7 @@ use std::any::{Any, type_name};
 use std::fmt;
 use std::sync::Arc;
 
+use crate::context::{Value, downcast_ref};
 use crate::current;
 use crate::error::LocalError;
 use crate::var::ContextVar;
@@ -18,7 +19,9 @@ type Attributes = imbl::HashMap<String, Arc<dyn Any + Send + Sync>>;
 /// Each task (each [`Context`](crate::Context)) sees its own attributes; a child task, thread or
 /// bridge starts with the parent's attributes as of the fork, and a `set` or `remove` in a child
 /// never changes the parent. [`task::sync_to_async`](crate::task::sync_to_async) and
-/// [`task::async_to_sync`](crate::task::async_to_sync) carry changes back, as asgiref does (S18).
+/// [`task::async_to_sync`](crate::task::async_to_sync) carry changes back, as asgiref does (S18),
+/// attribute by attribute: attributes the other side did not touch stay as the caller has them,
+/// even when the caller changed others meanwhile.
 /// In plain threaded code with no context entered, the current context is the thread's own, so a
 /// `Local` acts as a thread local.
 ///
@@ -66,7 +69,7 @@ impl Local {
     /// ```
     pub const fn new() -> Local {
         Local {
-            attributes: ContextVar::new("Local"),
+            attributes: ContextVar::new_merged("Local", merge_attributes),
             thread_critical: false,
         }
     }
@@ -95,7 +98,9 @@ impl Local {
     /// ```
     pub const fn thread_critical() -> Local {
         Local {
-            attributes: ContextVar::new_thread_critical("Local(thread_critical)"),
+            // Only a key: the attributes live in the thread's or the task's thread-critical
+            // storage, never in a context (S19).
+            attributes: ContextVar::new("Local(thread_critical)"),
             thread_critical: true,
         }
     }
@@ -119,8 +124,7 @@ impl Local {
         let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
         let mut attributes = self.snapshot();
         attributes.insert(name.to_owned(), value);
-        self.attributes
-            .set_arc_as(Arc::new(attributes), "Local::set");
+        self.store(attributes, "Local::set");
     }
 
     /// Returns attribute `name` of the current context.
@@ -143,8 +147,7 @@ impl Local {
     /// ```
     pub fn get<T: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<T>, LocalError> {
         let value = self
-            .attributes
-            .with(|attributes| attributes.and_then(|a| a.get(name)).cloned())
+            .with_attributes(|attributes| attributes.and_then(|a| a.get(name)).cloned())
             .ok_or_else(|| LocalError::Missing {
                 name: name.to_owned(),
             })?;
@@ -175,15 +178,18 @@ impl Local {
     /// assert!(LOCAL.remove("tmp").is_err());
     /// ```
     pub fn remove(&self, name: &str) -> Result<(), LocalError> {
-        current::check_writable("Local::remove");
+        if self.thread_critical {
+            current::check_critical_writable("Local::remove");
+        } else {
+            current::check_writable("Local::remove");
+        }
         let mut attributes = self.snapshot();
         if attributes.remove(name).is_none() {
             return Err(LocalError::Missing {
                 name: name.to_owned(),
             });
         }
-        self.attributes
-            .set_arc_as(Arc::new(attributes), "Local::remove");
+        self.store(attributes, "Local::remove");
         Ok(())
     }
 
@@ -198,16 +204,71 @@ impl Local {
     /// assert!(LOCAL.contains("x"));
     /// ```
     pub fn contains(&self, name: &str) -> bool {
-        self.attributes
-            .with(|attributes| attributes.is_some_and(|a| a.contains_key(name)))
+        self.with_attributes(|attributes| attributes.is_some_and(|a| a.contains_key(name)))
+    }
+
+    /// Runs `f` on the current attributes: the current context's, or for a thread-critical
+    /// `Local` the thread's or task's own (S19). `f` must not run user code.
+    fn with_attributes<R>(&self, f: impl FnOnce(Option<&Attributes>) -> R) -> R {
+        if self.thread_critical {
+            current::read_critical(|storage| {
+                f(storage
+                    .and_then(|storage| storage.lookup(self.attributes.id()))
+                    .map(|binding| downcast_ref::<Attributes>(&binding.value)))
+            })
+        } else {
+            self.attributes.with(f)
+        }
     }
 
     /// An O(1) copy of the current attributes, to change and store back.
     fn snapshot(&self) -> Attributes {
-        self.attributes
-            .with(|attributes| attributes.cloned())
+        self.with_attributes(|attributes| attributes.cloned())
             .unwrap_or_default()
     }
+
+    /// Makes `attributes` the current ones; `call` names the API in the S21 panic.
+    fn store(&self, attributes: Attributes, call: &'static str) {
+        let value = Arc::new(attributes);
+        if self.thread_critical {
+            let key = self.attributes.key();
+            let binding = self.attributes.binding(value);
+            // The displaced attributes drop here, outside the thread-local borrow.
+            drop(current::modify_critical(call, |storage| {
+                storage.insert(key, binding)
+            }));
+        } else {
+            drop(self.attributes.set_arc_as(value, call));
+        }
+    }
+}
+
+/// A bridge's write-back of a `Local` (S18): the caller's attributes now, with each attribute
+/// the other side set, changed or removed (by `Arc` identity, against what it was handed)
+/// applied on top; attributes it did not touch stay as the caller has them.
+fn merge_attributes(
+    base: Option<&Value>,
+    end: Option<&Value>,
+    current: Option<&Value>,
+) -> Option<Value> {
+    fn attributes(value: Option<&Value>) -> Option<&Attributes> {
+        value.map(downcast_ref::<Attributes>)
+    }
+    let empty = Attributes::new();
+    let base = attributes(base).unwrap_or(&empty);
+    let end = attributes(end).unwrap_or(&empty);
+    let mut merged = attributes(current).cloned().unwrap_or_default();
+    for (name, value) in end {
+        if base.get(name).is_none_or(|old| !Arc::ptr_eq(old, value)) {
+            merged.insert(name.clone(), value.clone());
+        }
+    }
+    for name in base.keys() {
+        if !end.contains_key(name) {
+            merged.remove(name);
+        }
+    }
+    Some(Arc::new(merged))
 }
 
 impl Default for Local {

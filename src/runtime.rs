@@ -78,7 +78,7 @@ use tokio::runtime::{Builder, TaskMeta};
 use tokio::task::Id;
 
 use crate::context::Context;
-use crate::current::{self, Entered};
+use crate::current::{self, Entered, OwnedTask};
 
 /// Makes every task spawned on runtimes built from `builder` run in its own context (S24): a
 /// fork of its spawner's context, taken at the spawn call, entered on every poll and for the
@@ -147,7 +147,11 @@ pub fn propagate(builder: &mut Builder) -> &mut Builder {
 pub fn on_task_spawn(meta: &TaskMeta<'_>) {
     // Forking may run user code (`Inherit::Fork`): done before taking the shard's lock.
     let context = Context::current_fork();
-    let displaced = lock(meta.id()).insert(meta.id(), TaskState::Idle(context));
+    let task = OwnedTask {
+        context,
+        critical: None,
+    };
+    let displaced = lock(meta.id()).insert(meta.id(), TaskState::Idle(task));
     drop(displaced);
 }
 
@@ -177,8 +181,8 @@ pub fn on_task_spawn(meta: &TaskMeta<'_>) {
 /// ```
 pub fn on_before_task_poll(meta: &TaskMeta<'_>) {
     let id = meta.id();
-    let context = take_for_poll(id);
-    let entered = current::enter_owned(context);
+    let task = take_for_poll(id);
+    let entered = current::enter_owned(task);
     // If the thread-local is gone the worker is being torn down; the context drops with it.
     let _ = POLLING.try_with(|polling| polling.borrow_mut().push((id, entered)));
 }
@@ -212,15 +216,15 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
         .ok()
         .flatten();
     let Some((_, entered)) = popped else { return };
-    let context = entered.exit();
+    let task = entered.exit();
     let mut shard = lock(id);
     let finished = match shard.get_mut(&id) {
         Some(state) => {
-            *state = TaskState::Idle(context);
+            *state = TaskState::Idle(task);
             None
         }
         // The task completed during this poll and its terminate hook removed the entry.
-        None => Some(context),
+        None => Some(task),
     };
     drop(shard);
     // The context's values drop here, outside the lock.
@@ -249,20 +253,20 @@ pub fn on_task_terminate(meta: &TaskMeta<'_>) {
 
 /// A task's entry in the table.
 enum TaskState {
-    /// Between polls: the context to enter for the next one.
-    Idle(Context),
+    /// Between polls: the context (and thread-critical storage) to enter for the next one.
+    Idle(OwnedTask),
     /// Its context is entered on some worker, which puts it back in its after-poll hook.
     Polling,
 }
 
 /// The task's context for a poll, marking the entry as being polled. Waits while another
 /// worker has not yet run the previous poll's after-hook.
-fn take_for_poll(id: Id) -> Context {
+fn take_for_poll(id: Id) -> OwnedTask {
     loop {
         let mut shard = lock(id);
         match shard.get_mut(&id) {
             Some(state @ TaskState::Idle(_)) => match mem::replace(state, TaskState::Polling) {
-                TaskState::Idle(context) => return context,
+                TaskState::Idle(task) => return task,
                 TaskState::Polling => unreachable!("matched Idle above"),
             },
             Some(TaskState::Polling) => {
@@ -275,14 +279,14 @@ fn take_for_poll(id: Id) -> Context {
                 // Spawned before the hooks saw it (or on a runtime torn down meanwhile):
                 // it starts empty, like a thread.
                 shard.insert(id, TaskState::Polling);
-                return Context::new();
+                return OwnedTask::default();
             }
         }
     }
 }
 
 /// Contexts entered by the before-poll hook on this thread, innermost last.
-type Polling = Vec<(Id, Entered<'static, Context>)>;
+type Polling = Vec<(Id, Entered<'static, OwnedTask>)>;
 
 thread_local! {
     static POLLING: RefCell<Polling> = const { RefCell::new(Vec::new()) };

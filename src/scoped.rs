@@ -8,7 +8,7 @@ use std::task::{Context as TaskContext, Poll};
 use pin_project_lite::pin_project;
 
 use crate::context::Context;
-use crate::current;
+use crate::current::{self, Critical, TaskEntry};
 
 pin_project! {
     /// A future that makes its [`Context`] current for every poll of the inner future and while
@@ -48,6 +48,9 @@ pin_project! {
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct Scoped<F> {
         context: Context,
+        // This task's values of thread-critical `Local`s (S19): its own, entered with the
+        // context, never carried anywhere.
+        critical: Critical,
         // `None` only while `Scoped` is being dropped, so that the inner future is dropped
         // inside the context (as tokio's `TaskLocalFuture` does, tokio#4604).
         #[pin]
@@ -58,7 +61,10 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
             if std::mem::needs_drop::<F>() && this.inner.is_some() {
-                let _entered = current::enter(this.context);
+                let _entered = current::enter(TaskEntry {
+                    context: this.context,
+                    critical: this.critical,
+                });
                 this.inner.set(None);
             }
         }
@@ -84,6 +90,7 @@ impl<F> Scoped<F> {
     pub fn new(context: Context, inner: F) -> Self {
         Scoped {
             context,
+            critical: None,
             inner: Some(inner),
         }
     }
@@ -181,7 +188,11 @@ impl<F> Scoped<F> {
         let this = self.project();
         let inner = this.inner;
         // `inner` is `None` only inside `drop`, which never polls.
-        current::run_in(this.context, || f(inner.as_pin_mut().expect(INNER_PRESENT)))
+        let entry = TaskEntry {
+            context: this.context,
+            critical: this.critical,
+        };
+        current::run_in(entry, || f(inner.as_pin_mut().expect(INNER_PRESENT)))
     }
 }
 

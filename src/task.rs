@@ -25,16 +25,20 @@
 //! }
 //! ```
 
+use std::any::Any;
 use std::cell::{OnceCell, RefCell};
-use std::future::Future;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::pin::pin;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context as TaskContext, Poll, Waker};
 
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 use tokio::task::JoinHandle;
 
 use crate::context::Context;
-use crate::current;
+use crate::current::{self, OwnedTask, TaskEntry};
 use crate::scoped::{FutureExt, Scoped};
 
 /// Spawns `fut` on the current Tokio runtime in a fork of the caller's context:
@@ -136,27 +140,43 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    let job = Context::current_fork().bind(f);
+    let context = Context::current_fork();
     let handle = Handle::current();
     tokio::task::spawn_blocking(move || {
         let _bridge = Bridge::enter(Some(handle));
-        job()
+        // A task of its own: fresh thread-critical storage, nothing left on the pool thread.
+        current::run_in(
+            OwnedTask {
+                context,
+                critical: None,
+            },
+            f,
+        )
     })
 }
 
-/// Runs blocking `f` on Tokio's blocking pool from async code, in a fork of the caller's
-/// context; when `f` returns, what it changed is written back into the caller's context (S16).
+/// Runs blocking `f` from async code in a fork of the caller's context, taken at the call;
+/// when `f` returns, what it changed is written back into the caller's context (S16).
 ///
 /// Exactly the bindings that differ (by `Arc` identity) between the fork handed to `f` and
 /// `f`'s context at the end are applied — set, changed or removed — as if `f` had run inline
 /// (asgiref's copy-in/copy-out). Bindings `f` did not touch stay as the caller has them, and
 /// what the fork itself changed by [`Inherit`](crate::Inherit) policy is not written back.
+/// A [`Local`](crate::Local)'s attributes are merged one by one (S18).
+///
+/// Where `f` runs: on Tokio's blocking pool — except when this future is polled by an
+/// [`async_to_sync`] call, as part of the future it drives for sync code. Then `f` runs on that sync code's thread,
+/// which is blocked waiting anyway (asgiref's thread-sensitive mode), so nested bridges
+/// (`sync_to_async` → `async_to_sync` → `sync_to_async` → …) never need a second pool thread
+/// and never deadlock, however small the pool (S17). While `f` runs there, the futures of that
+/// `async_to_sync` call wait; tasks they spawned go on.
 ///
 /// # Panics
 ///
 /// If `f` panics, what it set before the panic is written back, then the panic resumes in the
-/// caller. Panics if polled outside a Tokio runtime, or if the runtime shuts down before `f`
-/// ran.
+/// caller. Panics if polled outside a Tokio runtime (when `f` would go to the pool), if the
+/// runtime shuts down before `f` ran, or if the write-back has changes to apply and the caller
+/// is a Tokio task with no context of its own (S21).
 ///
 /// # Examples
 ///
@@ -176,29 +196,58 @@ where
 /// assert_eq!(USER.get().as_deref().map(String::as_str), Some("alice")); // written back
 /// # });
 /// ```
-pub async fn sync_to_async<F, R>(f: F) -> R
+pub fn sync_to_async<F, R>(f: F) -> impl Future<Output = R> + Send + 'static
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    // The fork is taken at the call (S15); where `f` runs is decided at the first poll, by
+    // the thread that polls: `async_to_sync(sync_to_async(f))` creates this future before
+    // `async_to_sync` starts accepting jobs.
     let handed = Context::current_fork();
-    let base = handed.clone();
-    let handle = Handle::current();
-    let job = tokio::task::spawn_blocking(move || {
-        let _bridge = Bridge::enter(Some(handle));
-        let mut ctx = handed;
-        let outcome = catch_unwind(AssertUnwindSafe(|| ctx.run(f)));
-        (ctx, outcome)
-    });
-    let (end, outcome) = match job.await {
-        Ok(done) => done,
-        Err(err) if err.is_panic() => resume_unwind(err.into_panic()),
-        Err(_) => panic!("contextvars::task::sync_to_async: the runtime shut down before f ran"),
-    };
-    write_back(&base, &end, "task::sync_to_async");
-    match outcome {
-        Ok(value) => value,
-        Err(panic) => resume_unwind(panic),
+    async move {
+        let sync_thread = SyncThread::current();
+        let base = handed.clone();
+        let (end, outcome) = match sync_thread {
+            // On the sync thread, as its own code: its thread-critical values are seen (S19).
+            Some(thread) => {
+                thread
+                    .run(move || {
+                        let mut ctx = handed;
+                        let outcome = catch_unwind(AssertUnwindSafe(|| ctx.run(f)));
+                        (ctx, outcome)
+                    })
+                    .await
+            }
+            None => {
+                let handle = Handle::current();
+                let pooled = tokio::task::spawn_blocking(move || {
+                    let _bridge = Bridge::enter(Some(handle));
+                    // A task of its own on the pool thread: fresh thread-critical storage.
+                    let (mut context, mut critical) = (handed, None);
+                    let task = TaskEntry {
+                        context: &mut context,
+                        critical: &mut critical,
+                    };
+                    let outcome = catch_unwind(AssertUnwindSafe(|| current::run_in(task, f)));
+                    (context, outcome)
+                });
+                match pooled.await {
+                    Ok(done) => done,
+                    Err(err) if err.is_panic() => resume_unwind(err.into_panic()),
+                    Err(_) => {
+                        panic!(
+                            "contextvars::task::sync_to_async: the runtime shut down before f ran"
+                        )
+                    }
+                }
+            }
+        };
+        write_back(&base, &end, "task::sync_to_async");
+        match outcome {
+            Ok(value) => value,
+            Err(panic) => resume_unwind(panic),
+        }
     }
 }
 
@@ -206,16 +255,22 @@ where
 /// the future changed is written back into the calling thread's context, as in
 /// [`sync_to_async`] (S17).
 ///
-/// The future runs on the runtime of the enclosing [`sync_to_async`] or [`spawn_blocking`] if
-/// there is one, else on a private current-thread runtime kept per thread (created on first
-/// use).
+/// It works wherever Tokio allows blocking, on the runtime that can drive `fut` from there:
+///
+/// - in a job of [`spawn_blocking`] or [`sync_to_async`]: that job's runtime;
+/// - on a thread that entered a multi-thread runtime (`let _guard = rt.enter();`), or inside
+///   [`tokio::task::block_in_place`]: that runtime;
+/// - anywhere else — a plain thread, or one that entered a current-thread runtime, whose
+///   `Handle::block_on` could not drive its timers and IO — a private current-thread runtime
+///   kept per thread (created on first use).
+///
+/// While `fut` runs, [`sync_to_async`] calls made by it run their sync code on this thread,
+/// which is waiting anyway: nested bridges never wait for a second pool thread (S17).
 ///
 /// # Panics
 ///
-/// - Called where blocking is not allowed — inside a task, inside a `block_on`, or on a
-///   blocking-pool thread not started by this module (use [`spawn_blocking`] or
-///   [`sync_to_async`] to reach sync code): panics with a message naming `async_to_sync`,
-///   rather than risking a deadlock.
+/// - Called where blocking is not allowed — directly inside a task's poll or inside a
+///   `block_on` — panics with a message naming `async_to_sync`, rather than deadlocking.
 /// - If `fut` panics, what it set before the panic is written back, then the panic resumes.
 /// - If the private runtime cannot be created (the OS refuses its resources), or if called from
 ///   a thread-local destructor while the thread is being torn down.
@@ -236,24 +291,56 @@ where
 /// assert_eq!(n, 1);
 /// assert_eq!(STEP.get().as_deref(), Some(&"async part done")); // written back
 /// ```
+///
+/// From a thread that entered a multi-thread runtime, the way sync code reaches async code:
+///
+/// ```
+/// use contextvars::task;
+///
+/// let rt = tokio::runtime::Runtime::new().unwrap();
+/// let _entered = rt.enter();
+/// let answer = task::async_to_sync(async {
+///     tokio::time::sleep(std::time::Duration::from_millis(1)).await; // the runtime's timers
+///     task::sync_to_async(|| 42).await // runs on this very thread
+/// });
+/// assert_eq!(answer, 42);
+/// ```
 #[track_caller]
 pub fn async_to_sync<F: Future>(fut: F) -> F::Output {
-    let bridge = Bridge::current();
-    if bridge.is_none() && Handle::try_current().is_ok() {
-        blocking_not_allowed();
-    }
+    let driver = Driver::choose();
     let handed = Context::current_fork();
     let base = handed.clone();
     let mut scoped = pin!(Scoped::new(handed, fut));
+    let sync_thread = Arc::new(SyncThread::default());
+    let mut started = false;
     let outcome = {
-        // While the future runs on this thread, a nested `async_to_sync` must see that blocking
-        // is not allowed here: it would block the very runtime that polls it.
-        let _no_bridge = Bridge::enter(None);
-        catch_unwind(AssertUnwindSafe(|| match &bridge {
-            Some(handle) => handle.block_on(scoped.as_mut()),
-            None => private_runtime_block_on(scoped.as_mut()),
+        let _accepting = SyncThread::enter(Some(sync_thread.clone()));
+        catch_unwind(AssertUnwindSafe(|| {
+            loop {
+                let step = driver.block_on(poll_fn(|cx| {
+                    started = true;
+                    sync_thread.poll_step(cx, scoped.as_mut())
+                }));
+                match step {
+                    Step::Done(output) => break output,
+                    Step::Job(job) => {
+                        // The job runs outside `block_on`, as sync code on this thread: it may
+                        // call `async_to_sync` again, on the same runtime.
+                        let _bridge = Bridge::enter(driver.handle());
+                        let _not_accepting = SyncThread::enter(None);
+                        job();
+                    }
+                }
+            }
         }))
     };
+    if let Err(panic) = &outcome
+        && !started
+        && is_nested_runtime_refusal(&**panic)
+    {
+        blocking_not_allowed();
+    }
+    sync_thread.finish();
     write_back(&base, scoped.context(), "task::async_to_sync");
     match outcome {
         Ok(value) => value,
@@ -265,11 +352,60 @@ pub fn async_to_sync<F: Future>(fut: F) -> F::Output {
 #[track_caller]
 fn blocking_not_allowed() -> ! {
     panic!(
-        "contextvars::task::async_to_sync called where blocking is not allowed (inside an async \
-         task, a block_on, or a blocking-pool thread not started by contextvars): it would block \
-         a thread the runtime needs. Await the future instead, or move the sync code into \
-         contextvars::task::sync_to_async or contextvars::task::spawn_blocking."
+        "contextvars::task::async_to_sync called where blocking is not allowed (directly inside \
+         an async task's poll or a block_on): it would block a thread the runtime needs. Await \
+         the future instead, or reach sync code through contextvars::task::sync_to_async, \
+         contextvars::task::spawn_blocking or tokio::task::block_in_place."
     )
+}
+
+/// Whether `panic` is Tokio refusing to start a runtime inside another: the only public way
+/// to learn that blocking is not allowed here (inside a task's poll or a `block_on`), as
+/// opposed to a thread that merely entered a runtime, or `block_in_place`.
+fn is_nested_runtime_refusal(panic: &(dyn Any + Send)) -> bool {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    message.contains("Cannot start a runtime from within a runtime")
+}
+
+/// What drives an [`async_to_sync`] future.
+enum Driver {
+    /// A multi-thread runtime (its workers drive timers and IO), or the runtime of the
+    /// enclosing bridge job (whose caller keeps it driven).
+    Handle(Handle),
+    /// This thread's private current-thread runtime.
+    Private,
+}
+
+impl Driver {
+    fn choose() -> Driver {
+        if let Some(handle) = Bridge::current() {
+            return Driver::Handle(handle);
+        }
+        match Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                Driver::Handle(handle)
+            }
+            _ => Driver::Private,
+        }
+    }
+
+    fn handle(&self) -> Option<Handle> {
+        match self {
+            Driver::Handle(handle) => Some(handle.clone()),
+            Driver::Private => None,
+        }
+    }
+
+    fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        match self {
+            Driver::Handle(handle) => handle.block_on(fut),
+            Driver::Private => private_runtime_block_on(fut),
+        }
+    }
 }
 
 fn private_runtime_block_on<F: Future>(fut: F) -> F::Output {
@@ -302,8 +438,115 @@ fn write_back(base: &Context, end: &Context, call: &'static str) {
     drop(current::modify(call, move |ctx| ctx.apply_changes(changes)));
 }
 
-/// The runtime that `async_to_sync` may block on from this thread: set for the duration of a
-/// job started by [`spawn_blocking`] or [`sync_to_async`], cleared while a future is blocked on.
+/// A unit of sync code that a nested [`sync_to_async`] hands to the thread blocked in
+/// [`async_to_sync`].
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One step of an [`async_to_sync`] loop.
+enum Step<T> {
+    Done(T),
+    Job(Job),
+}
+
+/// The thread blocked in an [`async_to_sync`] call, accepting sync jobs from the futures it
+/// drives (asgiref's `CurrentThreadExecutor`).
+#[derive(Default)]
+struct SyncThread {
+    jobs: Mutex<VecDeque<Job>>,
+    /// The `block_on` to wake when a job arrives.
+    waker: Mutex<Option<Waker>>,
+}
+
+thread_local! {
+    /// The [`SyncThread`] of the innermost `async_to_sync` on this thread, while its future is
+    /// being driven; `None` while one of its jobs runs.
+    static ACCEPTING: RefCell<Option<Arc<SyncThread>>> = const { RefCell::new(None) };
+}
+
+impl SyncThread {
+    fn current() -> Option<Arc<SyncThread>> {
+        ACCEPTING
+            .try_with(|accepting| accepting.borrow().clone())
+            .ok()
+            .flatten()
+    }
+
+    /// Makes `thread` the one nested `sync_to_async` calls on this thread hand their jobs to,
+    /// until the guard drops.
+    fn enter(thread: Option<Arc<SyncThread>>) -> impl Drop {
+        struct Restore(Option<Arc<SyncThread>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                let _ = ACCEPTING.try_with(|accepting| accepting.replace(previous));
+            }
+        }
+        Restore(
+            ACCEPTING
+                .try_with(|accepting| accepting.replace(thread))
+                .ok()
+                .flatten(),
+        )
+    }
+
+    /// Hands `job` to this thread and waits for its result.
+    async fn run<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> R {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.push(Box::new(move || {
+            // Skipped if the caller is gone (its future was dropped).
+            if !done.is_closed() {
+                let _ = done.send(job());
+            }
+        }));
+        result.await.unwrap_or_else(|_| {
+            panic!(
+                "contextvars::task::sync_to_async: the async_to_sync call that was to run f \
+                 returned first"
+            )
+        })
+    }
+
+    fn push(&self, job: Job) {
+        lock(&self.jobs).push_back(job);
+        if let Some(waker) = lock(&self.waker).take() {
+            waker.wake();
+        }
+    }
+
+    /// A queued job if there is one, else a poll of `fut`.
+    fn poll_step<F: Future>(
+        &self,
+        cx: &mut TaskContext<'_>,
+        fut: Pin<&mut F>,
+    ) -> Poll<Step<F::Output>> {
+        // The waker first, so that a job pushed after the check below still wakes us.
+        *lock(&self.waker) = Some(cx.waker().clone());
+        if let Some(job) = lock(&self.jobs).pop_front() {
+            return Poll::Ready(Step::Job(job));
+        }
+        fut.poll(cx).map(Step::Done)
+    }
+
+    /// The future is done: runs the jobs still queued whose callers still wait (a
+    /// `sync_to_async` future sent elsewhere before it completed).
+    fn finish(&self) {
+        loop {
+            let Some(job) = lock(&self.jobs).pop_front() else {
+                return;
+            };
+            let _not_accepting = SyncThread::enter(None);
+            job();
+        }
+    }
+}
+
+/// Locks a mutex that guards no invariant a panic could break.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The runtime that `async_to_sync` blocks on from this thread: set for the duration of a job
+/// started by [`spawn_blocking`] or [`sync_to_async`], or run by an `async_to_sync` loop.
 struct Bridge {
     previous: Option<Handle>,
 }

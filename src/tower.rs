@@ -73,6 +73,14 @@
 //! server, the context of the connection's task (usually empty), with each variable's
 //! [`Inherit`](crate::Inherit) policy applied. `poll_ready` is not part of any request and is
 //! forwarded to the inner service untouched, outside the request's context.
+//!
+//! # Across services
+//!
+//! With the `opentelemetry` feature, `ContextLayer::new().extract(baggage)` also sets, in each
+//! request's context, the variables that the caller sent in its W3C `baggage` header, and
+//! `PropagateLayer` wraps a client (hyper-util, tonic, any tower stack) so that every outgoing
+//! request carries the caller's values (S25). See the `propagation` module for the format, the
+//! limits and what happens to bad input.
 
 use std::task::{Context as TaskContext, Poll};
 
@@ -80,6 +88,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::context::Context;
+#[cfg(feature = "opentelemetry")]
+use crate::propagation::Baggage;
 use crate::scoped::Scoped;
 
 /// A [`Layer`] that runs every request in its own context; see the [module docs](self).
@@ -112,7 +122,8 @@ use crate::scoped::Scoped;
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct ContextLayer {
-    _private: (),
+    #[cfg(feature = "opentelemetry")]
+    baggage: Option<Baggage>,
 }
 
 impl ContextLayer {
@@ -132,13 +143,57 @@ impl ContextLayer {
     pub fn new() -> Self {
         ContextLayer::default()
     }
+
+    /// Seeds each request's context from its `baggage` header: the variables named in
+    /// `baggage` that the caller sent are set in the request's fork before the inner service
+    /// is called (S25).
+    ///
+    /// The fork is taken at `call` as usual, then [`Baggage::extract_headers`]'s rules apply
+    /// on top of it: only the named variables are read, bad members are skipped one by one,
+    /// and nothing a request sends reaches another request. Pair it with [`PropagateLayer`]
+    /// (or [`Baggage::inject_headers`]) in the calling service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::propagation::Baggage;
+    /// use contextvars::tower::ContextLayer;
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    ///
+    /// let service = ServiceBuilder::new()
+    ///     .layer(ContextLayer::new().extract(Baggage::new().var(&TENANT)))
+    ///     .service(service_fn(|_: http::Request<()>| async {
+    ///         Ok::<_, std::convert::Infallible>(TENANT.get())
+    ///     }));
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let request = http::Request::builder().header("baggage", "tenant=acme").body(()).unwrap();
+    /// let seen = service.oneshot(request).await.unwrap();
+    /// assert_eq!(seen.as_deref().map(String::as_str), Some("acme"));
+    /// assert!(TENANT.get().is_none()); // the caller's context is untouched
+    /// # });
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+    pub fn extract(self, baggage: Baggage) -> Self {
+        ContextLayer {
+            baggage: Some(baggage),
+        }
+    }
 }
 
 impl<S> Layer<S> for ContextLayer {
     type Service = ContextService<S>;
 
     fn layer(&self, inner: S) -> ContextService<S> {
-        ContextService::new(inner)
+        ContextService {
+            inner,
+            #[cfg(feature = "opentelemetry")]
+            baggage: self.baggage.clone(),
+        }
     }
 }
 
@@ -173,6 +228,9 @@ impl<S> Layer<S> for ContextLayer {
 #[derive(Clone, Debug)]
 pub struct ContextService<S> {
     inner: S,
+    /// What [`ContextLayer::extract`] seeds each request's context with.
+    #[cfg(feature = "opentelemetry")]
+    baggage: Option<Baggage>,
 }
 
 impl<S> ContextService<S> {
@@ -189,7 +247,11 @@ impl<S> ContextService<S> {
     /// # drop(service);
     /// ```
     pub fn new(inner: S) -> Self {
-        ContextService { inner }
+        ContextService {
+            inner,
+            #[cfg(feature = "opentelemetry")]
+            baggage: None,
+        }
     }
 
     /// Borrows the inner service.
@@ -251,7 +313,204 @@ where
     fn call(&mut self, request: http::Request<B>) -> Scoped<S::Future> {
         // `current_fork` is `Context::current().fork()` without an extra clone.
         let mut context = Context::current_fork();
+        #[cfg(feature = "opentelemetry")]
+        if let Some(baggage) = &self.baggage {
+            context = baggage.extract_headers_onto(context, request.headers());
+        }
         let future = context.run(|| self.inner.call(request));
         Scoped::new(context, future)
+    }
+}
+
+/// A [`Layer`] for clients: injects the caller's propagated variables into every outgoing
+/// request's `baggage` header (S25).
+///
+/// Wrap a tower client with it — hyper-util's legacy `Client`, a tonic `Channel`, any
+/// `Service<http::Request<B>>` — and each request carries the variables named in the
+/// [`Baggage`] that are bound in the context current at `call`, the caller's. Members of the
+/// header that are not ours are kept, and a stale member of ours is replaced (see
+/// [`Baggage::inject_headers`]). The receiving service reads them with
+/// [`ContextLayer::extract`].
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::ContextVar;
+/// use contextvars::propagation::Baggage;
+/// use contextvars::tower::PropagateLayer;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+///
+/// // A stand-in for an HTTP client: it answers with the header it was sent.
+/// let client = ServiceBuilder::new()
+///     .layer(PropagateLayer::new(Baggage::new().var(&TENANT)))
+///     .service(service_fn(|request: http::Request<()>| async move {
+///         Ok::<_, std::convert::Infallible>(request.headers()["baggage"].clone())
+///     }));
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let sent = TENANT.scope("acme".into(), client.oneshot(http::Request::new(()))).await;
+/// assert_eq!(sent.unwrap(), "tenant=acme");
+/// # });
+/// ```
+#[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+#[derive(Clone, Debug)]
+pub struct PropagateLayer {
+    baggage: Baggage,
+}
+
+#[cfg(feature = "opentelemetry")]
+impl PropagateLayer {
+    /// A layer that injects the variables named in `baggage` into every outgoing request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::propagation::Baggage;
+    /// use contextvars::tower::PropagateLayer;
+    /// use tower::Layer;
+    ///
+    /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    ///
+    /// let layer = PropagateLayer::new(Baggage::new().var(&TENANT));
+    /// let client = layer.layer(tower::service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(())
+    /// }));
+    /// # drop(client);
+    /// ```
+    pub fn new(baggage: Baggage) -> Self {
+        PropagateLayer { baggage }
+    }
+}
+
+#[cfg(feature = "opentelemetry")]
+impl<S> Layer<S> for PropagateLayer {
+    type Service = PropagateService<S>;
+
+    fn layer(&self, inner: S) -> PropagateService<S> {
+        PropagateService::new(inner, self.baggage.clone())
+    }
+}
+
+/// A client service that injects the caller's propagated variables into each outgoing
+/// request; made by [`PropagateLayer`].
+///
+/// [`call`](Service::call) reads the current context (the caller's), writes the `baggage`
+/// header, and returns the inner service's future unchanged: no wrapper, no boxing. It is
+/// `Clone` when the inner service is, and forwards `poll_ready` untouched.
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::ContextVar;
+/// use contextvars::propagation::Baggage;
+/// use contextvars::tower::PropagateService;
+/// use tower::{Service, ServiceExt};
+///
+/// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+///
+/// let mut client = PropagateService::new(
+///     tower::service_fn(|request: http::Request<()>| async move {
+///         Ok::<_, std::convert::Infallible>(request.headers().get("baggage").cloned())
+///     }),
+///     Baggage::new().var(&TENANT),
+/// );
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let unset = client.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+/// assert_eq!(unset, None); // nothing bound, nothing sent
+/// let future = TENANT.sync_scope("acme".into(), || client.call(http::Request::new(())));
+/// assert_eq!(future.await.unwrap().unwrap(), "tenant=acme");
+/// # });
+/// ```
+#[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+#[derive(Clone, Debug)]
+pub struct PropagateService<S> {
+    inner: S,
+    baggage: Baggage,
+}
+
+#[cfg(feature = "opentelemetry")]
+impl<S> PropagateService<S> {
+    /// Wraps the client `inner` so that each request carries the variables named in `baggage`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::propagation::Baggage;
+    /// use contextvars::tower::PropagateService;
+    ///
+    /// let client = PropagateService::new(5, Baggage::new());
+    /// assert_eq!(*client.get_ref(), 5);
+    /// ```
+    pub fn new(inner: S, baggage: Baggage) -> Self {
+        PropagateService { inner, baggage }
+    }
+
+    /// Borrows the inner service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::propagation::Baggage;
+    /// use contextvars::tower::PropagateService;
+    ///
+    /// assert_eq!(*PropagateService::new(5, Baggage::new()).get_ref(), 5);
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Mutably borrows the inner service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::propagation::Baggage;
+    /// use contextvars::tower::PropagateService;
+    ///
+    /// let mut client = PropagateService::new(5, Baggage::new());
+    /// *client.get_mut() += 1;
+    /// assert_eq!(*client.get_ref(), 6);
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::propagation::Baggage;
+    /// use contextvars::tower::PropagateService;
+    ///
+    /// assert_eq!(PropagateService::new(5, Baggage::new()).into_inner(), 5);
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+#[cfg(feature = "opentelemetry")]
+impl<S, B> Service<http::Request<B>> for PropagateService<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> S::Future {
+        self.baggage.inject_headers(request.headers_mut());
+        self.inner.call(request)
     }
 }

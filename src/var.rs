@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
-use crate::context::{self, Binding, Context, ContextId, Forker, Policy, Value};
+use crate::context::{self, Binding, Context, ContextId, Forker, Merge, Policy, Value};
 use crate::current;
 use crate::error::ResetError;
 use crate::id;
@@ -49,8 +49,8 @@ pub struct ContextVar<T: 'static> {
     inherit: Inherit<T>,
     /// The erased `Inherit::Fork` function, made on the first `set`.
     forker: OnceLock<Forker>,
-    /// Never carried to another context, not even by a bridge (`Local::thread_critical`).
-    thread_critical: bool,
+    /// A bridge's write-back merges this var's value instead of replacing it (`Local`, S18).
+    merge: Option<Merge>,
 }
 
 impl<T: Send + Sync + 'static> ContextVar<T> {
@@ -74,7 +74,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             default_value: OnceLock::new(),
             inherit: Inherit::Share,
             forker: OnceLock::new(),
-            thread_critical: false,
+            merge: None,
         }
     }
 
@@ -107,7 +107,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             default_value: OnceLock::new(),
             inherit: Inherit::Share,
             forker: OnceLock::new(),
-            thread_critical: false,
+            merge: None,
         }
     }
 
@@ -145,7 +145,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             default_value: OnceLock::new(),
             inherit: policy,
             forker: OnceLock::new(),
-            thread_critical: false,
+            merge: None,
         }
     }
 
@@ -391,6 +391,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     ///
     /// Nothing `f` sets leaks out.
     ///
+    /// Called from a thread-local's destructor during thread teardown, `f` runs without the
+    /// variable set, as [`Context::run`] describes under *Thread teardown*.
+    ///
     /// # Examples
     ///
     /// ```
@@ -433,17 +436,17 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
 
     // ----- crate-internal -----
 
-    /// A variable whose bindings stay in the context that made them: dropped by every fork and
-    /// never written back by a bridge (S19).
-    pub(crate) const fn new_thread_critical(name: &'static str) -> Self {
+    /// A variable whose value a bridge's write-back merges with the caller's through `merge`
+    /// instead of replacing it (S18): `Local`'s attributes.
+    pub(crate) const fn new_merged(name: &'static str, merge: Merge) -> Self {
         ContextVar {
             name,
             id: AtomicU64::new(0),
             default: None,
             default_value: OnceLock::new(),
-            inherit: Inherit::None,
+            inherit: Inherit::Share,
             forker: OnceLock::new(),
-            thread_critical: true,
+            merge: Some(merge),
         }
     }
 
@@ -469,11 +472,11 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Wraps a value with this variable's fork policy, ready to store.
     #[inline]
     pub(crate) fn binding(&self, value: Arc<T>) -> Binding {
-        let policy = match self.inherit {
-            _ if self.thread_critical => Policy::ThreadCritical,
-            Inherit::Share => Policy::Share,
-            Inherit::None => Policy::Drop,
-            Inherit::Fork(fork) => Policy::Fork(self.forker(fork)),
+        let policy = match (self.merge, &self.inherit) {
+            (Some(merge), _) => Policy::Merge(merge),
+            (None, Inherit::Share) => Policy::Share,
+            (None, Inherit::None) => Policy::Drop,
+            (None, Inherit::Fork(fork)) => Policy::Fork(self.forker(*fork)),
         };
         Binding {
             value: value as Value,

@@ -2,11 +2,8 @@
 //! concurrency and type checks.
 //!
 //! Not ported: `test_local_cycle` (no GC cycles in Rust), `test_data_name_protected` (attribute
-//! names never clash with the storage here), `test_new_returns_specialized_subclass` (one type),
-//! and `test_thread_critical_local_not_context_dependent_in_sync_thread`, which relies on
-//! asgiref's thread-sensitive mode running `sync_to_async` on the calling thread: here
-//! `sync_to_async` always runs on the blocking pool and thread-critical values never cross a
-//! bridge (S19).
+//! names never clash with the storage here) and `test_new_returns_specialized_subclass` (one
+//! type).
 #![cfg(feature = "tokio")]
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -458,4 +455,171 @@ fn concurrent_set_get_from_8_threads_and_1000_tasks_never_loses_or_crosses_value
     }
     assert_eq!(checks.load(Relaxed), 8 * 2_000 + 1_000 * 10);
     assert_eq!(mismatches.load(Relaxed), 0);
+}
+
+// ---------- S19: thread-critical, in plain code a thread local ----------
+
+#[test]
+fn thread_critical_value_set_on_a_thread_is_seen_in_any_context_entered_on_it() {
+    static L: Local = Local::thread_critical();
+    std::thread::spawn(|| {
+        L.set("conn", 1i64);
+        assert_eq!(Context::new().run(|| get_i64(&L, "conn")), Ok(1));
+        let mut copy = contextvars::copy_context();
+        assert_eq!(copy.run(|| get_i64(&L, "conn")), Ok(1));
+        // And what a run sets is the thread's too.
+        Context::new().run(|| L.set("conn", 2i64));
+        assert_eq!(get_i64(&L, "conn"), Ok(2));
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn thread_critical_value_never_reaches_another_thread_through_a_copied_context() {
+    static L: Local = Local::thread_critical();
+    let mut copy = std::thread::spawn(|| {
+        L.set("conn", 1i64);
+        contextvars::copy_context()
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(move || {
+        assert!(
+            copy.run(|| !L.contains("conn")),
+            "the copy does not carry it"
+        );
+        L.set("conn", 7i64);
+        assert_eq!(copy.run(|| get_i64(&L, "conn")), Ok(7), "this thread's own");
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn thread_critical_local_not_context_dependent_in_sync_thread() {
+    // asgiref's test of the same name: sync code reached through async_to_sync ->
+    // sync_to_async runs on the calling thread and sees its thread-critical values.
+    static L: Local = Local::thread_critical();
+    std::thread::spawn(|| {
+        L.set("test_value", "_123_");
+        task::async_to_sync(async { task::sync_to_async(|| get_str(&L, "test_value")).await })
+    })
+    .join()
+    .map(|seen| assert_eq!(seen, Ok("_123_")))
+    .unwrap();
+}
+
+#[test]
+fn thread_critical_value_inside_a_scoped_future_is_the_tasks_own() {
+    static L: Local = Local::thread_critical();
+    std::thread::spawn(|| {
+        L.set("x", 1i64);
+        let rt = runtime();
+        let seen = rt.block_on(async {
+            let in_task = async {
+                let before = L.contains("x");
+                L.set("x", 2i64);
+                tokio::task::yield_now().await;
+                (before, get_i64(&L, "x"))
+            }
+            .with_context(Context::new())
+            .await;
+            (in_task, get_i64(&L, "x"))
+        });
+        assert_eq!(seen, ((false, Ok(2)), Ok(1)));
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn thread_critical_values_set_in_blocking_jobs_never_stay_on_the_pool_thread() {
+    static L: Local = Local::thread_critical();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        task::sync_to_async(|| L.set("conn", 1i64)).await;
+        task::spawn_blocking(|| L.set("conn", 2i64)).await.unwrap();
+        // The same (only) pool thread, a later job:
+        assert!(!task::sync_to_async(|| L.contains("conn")).await);
+        assert!(!task::spawn_blocking(|| L.contains("conn")).await.unwrap());
+    });
+}
+
+#[test]
+fn thread_critical_write_inside_run_in_a_plain_task_is_refused() {
+    // `run` gives a context but not storage of its own: the worker's would be shared (S21).
+    static L: Local = Local::thread_critical();
+    let rt = runtime();
+    let refused = rt.block_on(rt.spawn(async { Context::new().run(|| L.set("x", 1i64)) }));
+    assert!(refused.unwrap_err().is_panic());
+}
+
+// ---------- S18: write-back merges attribute by attribute ----------
+
+#[test]
+fn write_back_merges_attributes_with_a_sibling_futures_changes() {
+    static L: Local = Local::new();
+    run(async {
+        L.set("untouched", 0i64);
+        let bridge = task::sync_to_async(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            L.set("a", 1i64);
+        });
+        let sibling = async {
+            tokio::task::yield_now().await;
+            L.set("b", 2i64); // in the same task, while the bridge runs
+        };
+        tokio::join!(bridge, sibling);
+        assert_eq!(get_i64(&L, "a"), Ok(1), "the bridge's attribute");
+        assert_eq!(get_i64(&L, "b"), Ok(2), "the sibling's attribute is kept");
+        assert_eq!(get_i64(&L, "untouched"), Ok(0));
+    });
+}
+
+#[test]
+fn write_back_applies_only_the_attributes_the_other_side_touched() {
+    static L: Local = Local::new();
+    run(async {
+        L.set("changed_by_caller", 1i64);
+        L.set("removed_by_bridge", 2i64);
+        L.set("kept", 3i64);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let bridge = task::sync_to_async(move || {
+            rx.recv().unwrap(); // the caller changes its attribute first
+            L.remove("removed_by_bridge").unwrap();
+            L.set("new", 4i64);
+        });
+        let caller = async move {
+            L.set("changed_by_caller", 10i64);
+            tx.send(()).unwrap();
+        };
+        tokio::join!(bridge, caller);
+        assert_eq!(get_i64(&L, "changed_by_caller"), Ok(10));
+        assert_eq!(
+            get_i64(&L, "removed_by_bridge"),
+            Err(missing("removed_by_bridge"))
+        );
+        assert_eq!(get_i64(&L, "kept"), Ok(3));
+        assert_eq!(get_i64(&L, "new"), Ok(4));
+    });
+}
+
+#[test]
+fn async_to_sync_write_back_merges_attributes_too() {
+    static L: Local = Local::new();
+    std::thread::spawn(|| {
+        L.set("x", 1i64);
+        task::async_to_sync(async {
+            L.set("y", 2i64);
+            L.remove("x").unwrap();
+        });
+        assert_eq!(get_i64(&L, "y"), Ok(2));
+        assert!(!L.contains("x"));
+    })
+    .join()
+    .unwrap();
 }

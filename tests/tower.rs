@@ -481,3 +481,178 @@ async fn a_value_set_by_one_request_is_not_seen_by_the_next_on_the_same_connecti
     .await
     .expect("the test finishes within its time limit");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Across services (S25, feature `opentelemetry`): `ContextLayer::extract` seeds each request's
+// context from its `baggage` header; `PropagateLayer` writes the caller's values into outgoing
+// requests.
+
+#[cfg(feature = "opentelemetry")]
+mod across_services {
+    use super::*;
+    use contextvars::propagation::Baggage;
+    use contextvars::tower::{PropagateLayer, PropagateService};
+
+    static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    static ATTEMPT: ContextVar<u32> = ContextVar::new("attempt");
+
+    fn baggage() -> Baggage {
+        Baggage::new().var(&TENANT).var(&ATTEMPT)
+    }
+
+    fn with_baggage(value: &str) -> http::Request<String> {
+        http::Request::builder()
+            .header("baggage", value)
+            .body(String::new())
+            .unwrap()
+    }
+
+    /// A server whose handler answers with what its context holds, after a few awaits.
+    fn server() -> impl Service<
+        http::Request<String>,
+        Response = (Option<Arc<String>>, Option<Arc<String>>),
+        Error = Infallible,
+        Future: Send,
+    > + Clone {
+        ServiceBuilder::new()
+            .layer(ContextLayer::new().extract(baggage()))
+            .service(service_fn(|_: http::Request<String>| async {
+                tokio::task::yield_now().await;
+                let child = task::spawn(async { TENANT.get() }).await.unwrap();
+                ATTEMPT.set(99); // a plain set, in the request's own context
+                Ok::<_, Infallible>((TENANT.get(), child))
+            }))
+    }
+
+    #[test]
+    fn extract_seeds_each_request_from_its_own_headers() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut requests = tokio::task::JoinSet::new();
+            for i in 0..200 {
+                let server = server();
+                requests.spawn(async move {
+                    let tenant = format!("t-{i}");
+                    let header = format!("tenant={tenant},attempt={i}");
+                    let (seen, child) = server.oneshot(with_baggage(&header)).await.unwrap();
+                    assert_eq!(seen.as_deref(), Some(&tenant));
+                    assert_eq!(child.as_deref(), Some(&tenant), "children inherit it");
+                });
+            }
+            while let Some(done) = requests.join_next().await {
+                done.unwrap();
+            }
+        });
+        assert!(TENANT.get().is_none());
+    }
+
+    #[test]
+    fn extract_applies_on_top_of_the_fork_taken_at_call() {
+        let service = ContextLayer::new().extract(baggage()).layer(service_fn(
+            |_: http::Request<String>| async {
+                Ok::<_, Infallible>((TENANT.get(), REQUEST_ID.get(), ATTEMPT.get()))
+            },
+        ));
+        let mut caller = Context::new()
+            .with_value(&REQUEST_ID, "from-caller".to_string())
+            .with_value(&TENANT, "caller-tenant".to_string());
+        caller.run(|| {
+            let (tenant, id, attempt) = current_thread()
+                .block_on(
+                    service
+                        .clone()
+                        .oneshot(with_baggage("tenant=sent,attempt=bad")),
+                )
+                .unwrap();
+            assert_eq!(tenant.as_deref().map(String::as_str), Some("sent"));
+            assert_eq!(id.as_deref().map(String::as_str), Some("from-caller"));
+            assert_eq!(attempt, None, "a bad member is skipped");
+            // No header: the fork as it was.
+            let (tenant, _, _) = current_thread()
+                .block_on(service.clone().oneshot(request("")))
+                .unwrap();
+            assert_eq!(tenant.as_deref().map(String::as_str), Some("caller-tenant"));
+            assert_eq!(
+                TENANT.get().as_deref().map(String::as_str),
+                Some("caller-tenant")
+            );
+        });
+    }
+
+    #[test]
+    fn a_plain_context_layer_reads_no_headers() {
+        let service = ContextLayer::new().layer(service_fn(|_: http::Request<String>| async {
+            Ok::<_, Infallible>(TENANT.get())
+        }));
+        let seen = current_thread()
+            .block_on(service.oneshot(with_baggage("tenant=sent")))
+            .unwrap();
+        assert_eq!(seen, None);
+    }
+
+    #[test]
+    fn propagate_layer_injects_the_callers_values_at_call() {
+        let mut client = PropagateLayer::new(baggage()).layer(service_fn(
+            |request: http::Request<String>| async move {
+                Ok::<_, Infallible>(request.headers().get("baggage").cloned())
+            },
+        ));
+        let mut outgoing = with_baggage("vendor=v%25;p,tenant=stale");
+        outgoing
+            .headers_mut()
+            .append("baggage", "other=1".parse().unwrap());
+        let future = TENANT.sync_scope("acme".into(), || {
+            ATTEMPT.sync_scope(2, || client.call(outgoing))
+        });
+        // Read at `call`: what the caller does afterwards does not matter.
+        TENANT.set("later".into());
+        let sent = current_thread().block_on(future).unwrap().unwrap();
+        let sent: Vec<&str> = sent.to_str().unwrap().split(',').collect();
+        assert_eq!(
+            sent[..2],
+            ["vendor=v%25;p", "other=1"],
+            "foreign members first, kept"
+        );
+        let mut ours = sent[2..].to_vec();
+        ours.sort_unstable();
+        assert_eq!(
+            ours,
+            ["attempt=2", "tenant=acme"],
+            "the stale member replaced"
+        );
+        assert!(ATTEMPT.get().is_none());
+    }
+
+    #[test]
+    fn propagate_then_extract_carries_values_across_a_hop() {
+        let server = server();
+        let client = PropagateService::new(
+            service_fn(move |request: http::Request<String>| server.clone().oneshot(request)),
+            baggage(),
+        );
+        let (seen, child) = current_thread().block_on(async {
+            TENANT
+                .scope("acme, inc.".into(), client.oneshot(request("")))
+                .await
+                .unwrap()
+        });
+        assert_eq!(seen.as_deref().map(String::as_str), Some("acme, inc."));
+        assert_eq!(child.as_deref().map(String::as_str), Some("acme, inc."));
+    }
+
+    #[test]
+    fn propagate_service_is_clone_and_debug() {
+        let client = PropagateService::new(
+            service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(()) }),
+            baggage(),
+        );
+        let _copy = client.clone();
+        assert!(format!("{client:?}").contains("tenant"));
+        let layer = PropagateLayer::new(baggage());
+        assert!(format!("{layer:?}").contains("tenant"));
+        assert!(format!("{:?}", ContextLayer::new().extract(baggage())).contains("tenant"));
+    }
+}

@@ -1,0 +1,722 @@
+//! Chosen variables across process boundaries, as W3C Baggage (S25).
+//!
+//! A [`Baggage`] names the variables that travel and the baggage keys they travel under. The
+//! caller writes the values bound in its current context into an outgoing request
+//! ([`inject_headers`](Baggage::inject_headers), [`inject`](Baggage::inject),
+//! [`tower::PropagateLayer`](crate::tower::PropagateLayer)); the receiver reads them into a
+//! copy of its context ([`extract_headers`](Baggage::extract_headers),
+//! [`extract`](Baggage::extract), [`tower::ContextLayer::extract`](crate::tower::ContextLayer::extract)).
+//! Values go out with [`Display`](fmt::Display) and come back with [`FromStr`], so a typed
+//! variable arrives typed.
+//!
+//! The wire format is the standard `baggage` header that every tracing system already reads,
+//! written and read by opentelemetry's own `BaggagePropagator` (from `opentelemetry_sdk`): this
+//! module has no header parser of its own.
+//!
+//! ```
+//! use contextvars::ContextVar;
+//! use contextvars::propagation::Baggage;
+//!
+//! static TENANT: ContextVar<String> = ContextVar::new("tenant");
+//! static USER_ID: ContextVar<u64> = ContextVar::new("user_id");
+//!
+//! let baggage = Baggage::new().var(&TENANT).var_as("uid", &USER_ID);
+//!
+//! // In the caller: the values bound in its context go into the request's headers.
+//! let mut headers = http::HeaderMap::new();
+//! TENANT.sync_scope("acme, inc.".to_string(), || {
+//!     USER_ID.sync_scope(42, || baggage.inject_headers(&mut headers));
+//! });
+//! let header = headers["baggage"].to_str().unwrap();
+//! assert!(header.contains("tenant=acme%2C%20inc.") && header.contains("uid=42"), "{header}");
+//!
+//! // In the receiver: a copy of its context with every variable found in the headers set.
+//! let mut context = baggage.extract_headers(&headers);
+//! context.run(|| {
+//!     assert_eq!(TENANT.get().as_deref().map(String::as_str), Some("acme, inc."));
+//!     assert_eq!(USER_ID.get().as_deref(), Some(&42));
+//! });
+//! assert!(TENANT.get().is_none()); // the receiver's own context is untouched
+//! ```
+//!
+//! # What round-trips
+//!
+//! Every value is percent-encoded by this module before opentelemetry sees it: `%` (which
+//! opentelemetry passes through unescaped, so `50%25` would come back as `50%`), the
+//! separators `,` `;` `=`, quotes, backslashes, spaces, control characters and every non-ASCII
+//! byte. So any string round-trips exactly — **except leading and trailing whitespace**, which
+//! the format trims on the way in (opentelemetry applies `str::trim` to every decoded value;
+//! spaces inside a value are kept). A type whose `Display` output starts or ends with
+//! whitespace therefore arrives trimmed, and must parse from the trimmed text.
+//!
+//! # Bad input
+//!
+//! Incoming headers are untrusted. Only the variables named in the `Baggage` are read: the
+//! list is the trust boundary, and every other member is ignored. A member that is malformed
+//! (no `=`, a second raw `=` in its value, which opentelemetry would cut), has a bad
+//! percent-escape (`%zz`, a lone `%`), a byte that is not visible ASCII (invalid UTF-8
+//! included), or a value that `FromStr` rejects is skipped on its own, and the other members are
+//! still read. When the `tracing` feature is on, each skip is reported as a `WARN` event with
+//! target `contextvars::propagation` (the key, never the value). Nothing here panics on any
+//! input, and a value is either the one the sender encoded or absent — never a garbled one.
+//!
+//! The only pre-pass this module makes over the raw header is that check of bytes and escapes
+//! (a member that fails it is blanked, so opentelemetry skips it like any empty member); the
+//! members, keys, values and properties are read by `BaggagePropagator`.
+//!
+//! # Limits
+//!
+//! The ones opentelemetry enforces, from the W3C specification: a header of more than
+//! [`MAX_HEADER_BYTES`] is dropped whole on the way in, and only its first [`MAX_MEMBERS`]
+//! members are read. On the way out, members are cut at member boundaries so that the header
+//! stays within both limits: our own members first (in the order they were named), then the
+//! members already in the header that are not ours; a member that does not fit is left out
+//! whole (and reported), never cut mid-value.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue};
+use opentelemetry::baggage::{Baggage as OtelBaggage, BaggageExt as _};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry_sdk::propagation::BaggagePropagator;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use crate::context::Context;
+use crate::var::{ContextVar, VarKey};
+
+/// The most bytes a `baggage` header may have (W3C Baggage, enforced by opentelemetry).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(contextvars::propagation::MAX_HEADER_BYTES, 8192);
+/// ```
+pub const MAX_HEADER_BYTES: usize = 8192;
+
+/// The most members a `baggage` header may have (W3C Baggage, enforced by opentelemetry).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(contextvars::propagation::MAX_MEMBERS, 64);
+/// ```
+pub const MAX_MEMBERS: usize = 64;
+
+/// The header (and carrier field) name.
+const HEADER: &str = "baggage";
+
+/// What this module escapes in a value before opentelemetry sees it: everything opentelemetry
+/// escapes itself (controls, space, `"`, `,`, `;`, `=`), plus `%` — which opentelemetry does
+/// not escape but does decode — and `\`, which W3C Baggage does not allow raw. Non-ASCII bytes
+/// are always escaped by `utf8_percent_encode`. The result contains nothing opentelemetry
+/// would escape or trim, so it goes on the wire as it is and decodes back to the original.
+const VALUE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'%')
+    .add(b',')
+    .add(b';')
+    .add(b'=')
+    .add(b'\\');
+
+// ----- reporting ------------------------------------------------------------------------------
+
+#[cfg(feature = "tracing")]
+macro_rules! report {
+    ($($arg:tt)*) => {
+        ::tracing::warn!(target: "contextvars::propagation", $($arg)*)
+    };
+}
+
+#[cfg(not(feature = "tracing"))]
+macro_rules! report {
+    ($($arg:tt)*) => {{}};
+}
+
+// ----- one variable ---------------------------------------------------------------------------
+
+/// How one variable is written and read, with its type erased.
+trait Codec: Send + Sync {
+    /// Appends the percent-encoded value bound in `context`; `None` if it is not bound (or its
+    /// `Display` failed).
+    fn encode(&self, context: &Context, out: &mut String) -> Option<()>;
+    /// `context` with the variable set to `text` parsed; `None` if `FromStr` refused it.
+    fn decode(&self, text: &str, context: &Context) -> Option<Context>;
+    fn key(&self) -> VarKey;
+}
+
+struct VarCodec<T: 'static>(&'static ContextVar<T>);
+
+impl<T> Codec for VarCodec<T>
+where
+    T: fmt::Display + FromStr + Send + Sync + 'static,
+{
+    fn encode(&self, context: &Context, out: &mut String) -> Option<()> {
+        let value = context.get(self.0)?;
+        write!(Encode(out), "{value}").ok()
+    }
+
+    fn decode(&self, text: &str, context: &Context) -> Option<Context> {
+        let value = T::from_str(text).ok()?;
+        Some(context.with_value(self.0, value))
+    }
+
+    fn key(&self) -> VarKey {
+        self.0.key()
+    }
+}
+
+/// A `fmt::Write` that percent-encodes what is written, so `Display` output is encoded without
+/// an intermediate `String`.
+struct Encode<'a>(&'a mut String);
+
+impl fmt::Write for Encode<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend(utf8_percent_encode(s, VALUE));
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Entry {
+    key: &'static str,
+    codec: Arc<dyn Codec>,
+}
+
+// ----- the public type ------------------------------------------------------------------------
+
+/// Which variables travel between processes, and under which baggage keys; see the
+/// [module docs](self).
+///
+/// Cheap to clone (the list is shared), so one `Baggage` can configure every layer and client
+/// of a service.
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::ContextVar;
+/// use contextvars::propagation::Baggage;
+///
+/// static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+/// static PRIORITY: ContextVar<u8> = ContextVar::new("priority");
+///
+/// let baggage = Baggage::new().var(&REQUEST_ID).var_as("prio", &PRIORITY);
+/// assert_eq!(baggage.keys(), ["request_id", "prio"]);
+/// ```
+#[derive(Clone, Default)]
+pub struct Baggage {
+    entries: Arc<Vec<Entry>>,
+}
+
+impl fmt::Debug for Baggage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.entries
+                    .iter()
+                    .map(|entry| (entry.key, entry.codec.key().name())),
+            )
+            .finish()
+    }
+}
+
+impl Baggage {
+    /// No variables yet: injects nothing, extracts nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let baggage = contextvars::propagation::Baggage::new();
+    /// assert!(baggage.keys().is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Baggage::default()
+    }
+
+    /// Adds `var` under the baggage key `var.name()`: written with `Display`, read back with
+    /// `FromStr`.
+    ///
+    /// # Panics
+    ///
+    /// If the name is not a valid baggage key (see [`var_as`](Baggage::var_as)) or is already
+    /// used by this `Baggage`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::propagation::Baggage;
+    ///
+    /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    /// assert_eq!(Baggage::new().var(&TENANT).keys(), ["tenant"]);
+    /// ```
+    #[track_caller]
+    pub fn var<T>(self, var: &'static ContextVar<T>) -> Self
+    where
+        T: fmt::Display + FromStr + Send + Sync + 'static,
+    {
+        self.var_as(var.name(), var)
+    }
+
+    /// Adds `var` under the baggage key `key`: for a variable whose name is not a valid key
+    /// (`app::tenant`), or to match a key other services already use.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is not a valid W3C baggage key — an HTTP token: non-empty, visible ASCII,
+    /// none of `(),/:;<=>?@[\]{}"` — or contains `%` (opentelemetry would percent-decode it on
+    /// the way in); or if `key` is already used by this `Baggage`. These are programming
+    /// errors, found on the first run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::propagation::Baggage;
+    ///
+    /// static TENANT: ContextVar<String> = ContextVar::new("app::tenant");
+    /// let baggage = Baggage::new().var_as("tenant", &TENANT);
+    /// assert_eq!(baggage.keys(), ["tenant"]);
+    /// ```
+    #[track_caller]
+    pub fn var_as<T>(mut self, key: &'static str, var: &'static ContextVar<T>) -> Self
+    where
+        T: fmt::Display + FromStr + Send + Sync + 'static,
+    {
+        assert!(
+            is_valid_key(key),
+            "Baggage::var_as: {key:?} is not a valid baggage key (a non-empty HTTP token \
+             without `%`); name the key with `var_as`"
+        );
+        assert!(
+            self.entries.iter().all(|entry| entry.key != key),
+            "Baggage::var_as: the baggage key {key:?} is used twice"
+        );
+        Arc::make_mut(&mut self.entries).push(Entry {
+            key,
+            codec: Arc::new(VarCodec(var)),
+        });
+        self
+    }
+
+    /// The baggage keys, in the order they were added.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::propagation::Baggage;
+    ///
+    /// static A: ContextVar<u32> = ContextVar::new("a");
+    /// static B: ContextVar<u32> = ContextVar::new("b");
+    /// assert_eq!(Baggage::new().var(&B).var(&A).keys(), ["b", "a"]);
+    /// ```
+    pub fn keys(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|entry| entry.key).collect()
+    }
+
+    /// Writes the chosen variables bound in the current context into `headers`' `baggage`
+    /// header, keeping the members already there that are not ours (S25).
+    ///
+    /// A member already in the header under one of our keys is stale: it is replaced by the
+    /// current value, or removed when the variable is not bound here (this `Baggage` owns its
+    /// keys). Other members are kept byte for byte. Several `baggage` header lines are merged
+    /// into one. A variable's default is not sent: only bound values travel. When nothing is
+    /// left, the header is removed. For clients that take a `HeaderMap` (reqwest, hyper);
+    /// [`tower::PropagateLayer`](crate::tower::PropagateLayer) does this for a tower client.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::propagation::Baggage;
+    /// use http::{HeaderMap, HeaderValue};
+    ///
+    /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    /// let baggage = Baggage::new().var(&TENANT);
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("baggage", HeaderValue::from_static("tenant=stale,vendor=x%3By"));
+    /// TENANT.sync_scope("acme".into(), || baggage.inject_headers(&mut headers));
+    /// assert_eq!(headers["baggage"], "vendor=x%3By,tenant=acme");
+    /// ```
+    pub fn inject_headers(&self, headers: &mut HeaderMap) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let context = Context::current();
+        let ours = self.encode_ours(&context);
+        let mut budget = Budget::after(&ours);
+
+        let mut kept: Vec<u8> = Vec::new();
+        let mut dropped = 0usize;
+        for line in headers.get_all(HEADER) {
+            for member in line.as_bytes().split(|&b| b == b',') {
+                let member = member.trim_ascii();
+                if member.is_empty() || self.is_ours(member) {
+                    continue;
+                }
+                if !budget.take(member.len()) {
+                    dropped += 1;
+                    continue;
+                }
+                if !kept.is_empty() {
+                    kept.push(b',');
+                }
+                kept.extend_from_slice(member);
+            }
+        }
+        if dropped > 0 {
+            report!(
+                dropped,
+                "baggage: members of the outgoing header left out to stay within the limits"
+            );
+        }
+
+        let ours = render(ours);
+        if !ours.is_empty() {
+            if !kept.is_empty() {
+                kept.push(b',');
+            }
+            kept.extend_from_slice(ours.as_bytes());
+        }
+        headers.remove(HEADER);
+        if kept.is_empty() {
+            return;
+        }
+        // Every byte comes from a valid header value or from opentelemetry's ASCII output.
+        let value = HeaderValue::from_bytes(&kept)
+            .or_else(|_| HeaderValue::from_str(&ours))
+            .ok();
+        if let Some(value) = value.filter(|value| !value.is_empty()) {
+            headers.insert(HEADER, value);
+        }
+    }
+
+    /// A copy of the current context with every chosen variable found in `headers` set (S25).
+    ///
+    /// Variables that are not in the headers, or whose member is bad (see the
+    /// [module docs](self#bad-input)), keep what the current context has. Several `baggage`
+    /// header lines are read as one list. Never panics, whatever the headers hold.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::propagation::Baggage;
+    /// use http::{HeaderMap, HeaderValue};
+    ///
+    /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    /// static RETRIES: ContextVar<u32> = ContextVar::new("retries");
+    /// let baggage = Baggage::new().var(&TENANT).var(&RETRIES);
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("baggage", HeaderValue::from_static("tenant=ac%25me,retries=many,other=1"));
+    /// let mut context = baggage.extract_headers(&headers);
+    /// context.run(|| {
+    ///     assert_eq!(TENANT.get().as_deref().map(String::as_str), Some("ac%me"));
+    ///     assert!(RETRIES.get().is_none()); // `many` is not a u32: skipped
+    /// });
+    /// ```
+    pub fn extract_headers(&self, headers: &HeaderMap) -> Context {
+        self.extract_headers_onto(Context::current(), headers)
+    }
+
+    /// Writes the chosen variables bound in the current context into `injector` as its
+    /// `baggage` field, through opentelemetry's carrier trait: gRPC metadata, message headers,
+    /// a `HashMap` (S25).
+    ///
+    /// An injector cannot be read, so only our members are written (the field is replaced,
+    /// not merged); nothing is written when no chosen variable is bound. Use
+    /// [`inject_headers`](Baggage::inject_headers) to keep other members of an HTTP header.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use contextvars::ContextVar;
+    /// use contextvars::propagation::Baggage;
+    ///
+    /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    /// let baggage = Baggage::new().var(&TENANT);
+    ///
+    /// let mut carrier: HashMap<String, String> = HashMap::new();
+    /// TENANT.sync_scope("café".into(), || baggage.inject(&mut carrier));
+    /// assert_eq!(carrier["baggage"], "tenant=caf%C3%A9");
+    /// ```
+    pub fn inject(&self, injector: &mut dyn Injector) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let ours = self.encode_ours(&Context::current());
+        if !ours.is_empty() {
+            let context = opentelemetry::Context::new().with_baggage(otel_baggage(ours));
+            BaggagePropagator::new().inject_context(&context, injector);
+        }
+    }
+
+    /// A copy of the current context with every chosen variable found in `extractor`'s
+    /// `baggage` field set, through opentelemetry's carrier trait (S25).
+    ///
+    /// The same rules as [`extract_headers`](Baggage::extract_headers); every value of the
+    /// field (`Extractor::get_all`) is read, as one list.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use contextvars::ContextVar;
+    /// use contextvars::propagation::Baggage;
+    ///
+    /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    /// let baggage = Baggage::new().var(&TENANT);
+    ///
+    /// let carrier = HashMap::from([("baggage".to_string(), "tenant=caf%C3%A9".to_string())]);
+    /// let mut context = baggage.extract(&carrier);
+    /// assert_eq!(context.run(|| TENANT.get()).as_deref().map(String::as_str), Some("café"));
+    /// ```
+    pub fn extract(&self, extractor: &dyn Extractor) -> Context {
+        let base = Context::current();
+        if self.entries.is_empty() {
+            return base;
+        }
+        match extractor.get_all(HEADER) {
+            None => base,
+            Some(values) if values.len() == 1 => self.extract_raw(base, values[0].as_bytes()),
+            Some(values) => self.extract_raw(base, values.join(",").as_bytes()),
+        }
+    }
+
+    // ----- crate-internal ---------------------------------------------------------------------
+
+    /// [`extract_headers`](Baggage::extract_headers) on top of `base`: what
+    /// `tower::ContextLayer::extract` does with each request's fork.
+    pub(crate) fn extract_headers_onto(&self, base: Context, headers: &HeaderMap) -> Context {
+        if self.entries.is_empty() {
+            return base;
+        }
+        let mut lines = headers.get_all(HEADER).iter();
+        let Some(first) = lines.next() else {
+            return base;
+        };
+        match lines.next() {
+            None => self.extract_raw(base, first.as_bytes()),
+            Some(second) => {
+                let mut joined = first.as_bytes().to_vec();
+                for line in std::iter::once(second).chain(lines) {
+                    joined.push(b',');
+                    joined.extend_from_slice(line.as_bytes());
+                }
+                self.extract_raw(base, &joined)
+            }
+        }
+    }
+
+    fn extract_raw(&self, base: Context, raw: &[u8]) -> Context {
+        if raw.len() > MAX_HEADER_BYTES {
+            report!(
+                bytes = raw.len(),
+                "baggage: incoming header over {MAX_HEADER_BYTES} bytes dropped"
+            );
+            return base;
+        }
+        let header = blank_bad_members(raw);
+        let found = BaggagePropagator::new()
+            .extract_with_context(&opentelemetry::Context::new(), &OneField(&header));
+        let found = found.baggage();
+        let mut context = base;
+        for entry in self.entries.iter() {
+            let Some(text) = found.get(entry.key) else {
+                continue;
+            };
+            if let Some(next) = entry.codec.decode(text.as_str(), &context) {
+                context = next;
+            } else {
+                report!(
+                    key = entry.key,
+                    "baggage: member skipped: its value does not parse as the variable's type"
+                );
+            }
+        }
+        context
+    }
+
+    /// Our members bound in `context`, encoded and cut to the limits: `(key, encoded value)`.
+    fn encode_ours(&self, context: &Context) -> Vec<(&'static str, String)> {
+        let mut ours = Vec::with_capacity(self.entries.len());
+        let mut budget = Budget::default();
+        for entry in self.entries.iter() {
+            let mut value = String::new();
+            if entry.codec.encode(context, &mut value).is_none() {
+                continue;
+            }
+            if budget.take(entry.key.len() + 1 + value.len()) {
+                ours.push((entry.key, value));
+            } else {
+                report!(
+                    key = entry.key,
+                    bytes = value.len(),
+                    "baggage: member left out: the header would exceed the limits"
+                );
+            }
+        }
+        ours
+    }
+
+    /// Whether a raw member of an outgoing header is under one of our keys, as opentelemetry
+    /// reads it.
+    fn is_ours(&self, member: &[u8]) -> bool {
+        let Ok(member) = std::str::from_utf8(member) else {
+            return false;
+        };
+        // Cheap filter before asking opentelemetry: a key of ours appears raw, or escaped.
+        if !member.contains('%') && !self.entries.iter().any(|e| member.contains(e.key)) {
+            return false;
+        }
+        let context = BaggagePropagator::new()
+            .extract_with_context(&opentelemetry::Context::new(), &OneField(member));
+        context
+            .baggage()
+            .iter()
+            .any(|(key, _)| self.entries.iter().any(|e| e.key == key.as_str()))
+    }
+}
+
+/// A W3C baggage key this module accepts: an HTTP token without `%`.
+fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"(),/:;<=>?@[\\]{}\"%".contains(&b))
+}
+
+/// Counts bytes and members against the header limits.
+#[derive(Default)]
+struct Budget {
+    bytes: usize,
+    members: usize,
+}
+
+impl Budget {
+    fn after(ours: &[(&'static str, String)]) -> Budget {
+        let mut budget = Budget::default();
+        for (key, value) in ours {
+            budget.take(key.len() + 1 + value.len());
+        }
+        budget
+    }
+
+    /// Counts a member of `len` bytes (plus its `,`) if it fits.
+    fn take(&mut self, len: usize) -> bool {
+        let bytes = self.bytes + len + usize::from(self.members > 0);
+        if self.members >= MAX_MEMBERS || bytes > MAX_HEADER_BYTES {
+            return false;
+        }
+        self.bytes = bytes;
+        self.members += 1;
+        true
+    }
+}
+
+fn otel_baggage(ours: Vec<(&'static str, String)>) -> OtelBaggage {
+    let mut baggage = OtelBaggage::new();
+    for (key, value) in ours {
+        // Within opentelemetry's own limits: `Budget` counts more (the `=` and `,`).
+        baggage.insert(key, value);
+    }
+    baggage
+}
+
+/// Our members as opentelemetry writes them (empty if none).
+fn render(ours: Vec<(&'static str, String)>) -> String {
+    if ours.is_empty() {
+        return String::new();
+    }
+    let context = opentelemetry::Context::new().with_baggage(otel_baggage(ours));
+    let mut field = OneField(Cow::Borrowed(""));
+    BaggagePropagator::new().inject_context(&context, &mut field);
+    field.0.into_owned()
+}
+
+/// A carrier with one field, `baggage`.
+struct OneField<S>(S);
+
+impl<S: AsRef<str>> Extractor for OneField<S> {
+    fn get(&self, key: &str) -> Option<&str> {
+        key.eq_ignore_ascii_case(HEADER).then(|| self.0.as_ref())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![HEADER]
+    }
+}
+
+impl Injector for OneField<Cow<'_, str>> {
+    fn set(&mut self, key: &str, value: String) {
+        if key.eq_ignore_ascii_case(HEADER) {
+            self.0 = Cow::Owned(value);
+        }
+    }
+}
+
+/// The raw header as text for opentelemetry, with every member that it would misread made
+/// empty (so it skips it, as it skips any empty member, and the member count is unchanged).
+///
+/// A member is misread when it has a byte that is not visible ASCII, space or tab (invalid
+/// UTF-8 included: opentelemetry only takes `&str`), a `%` in its key or value not followed by
+/// two hex digits (opentelemetry leaves those undecoded, so `%zz` would arrive as a garbled
+/// value), or a second `=` before its properties (opentelemetry keeps only the text up to it).
+fn blank_bad_members(raw: &[u8]) -> Cow<'_, str> {
+    let bad = raw.split(|&b| b == b',').filter(|m| !is_clean(m)).count();
+    if bad == 0 {
+        // Clean members are ASCII, so this never fails.
+        return std::str::from_utf8(raw).map_or(Cow::Borrowed(""), Cow::Borrowed);
+    }
+    report!(
+        members = bad,
+        "baggage: members skipped: malformed (bad percent-escape, non-ASCII byte or a raw `=` in the value)"
+    );
+    let mut out = String::with_capacity(raw.len());
+    for (i, member) in raw.split(|&b| b == b',').enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if is_clean(member) {
+            out.extend(member.iter().map(|&b| char::from(b)));
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn is_clean(member: &[u8]) -> bool {
+    let mut equals = 0;
+    let mut in_properties = false;
+    let mut i = 0;
+    while i < member.len() {
+        match member[i] {
+            // Properties are not ours to read: opentelemetry drops an undecodable one.
+            b'%' if !in_properties => {
+                let hex = |j: usize| member.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 2;
+            }
+            b';' => in_properties = true,
+            b'=' if !in_properties => {
+                equals += 1;
+                if equals > 1 {
+                    return false;
+                }
+            }
+            b' ' | b'\t' => {}
+            b if b.is_ascii_graphic() => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}

@@ -1,0 +1,658 @@
+//! `propagation::Baggage` (S25): chosen vars across process boundaries as W3C Baggage, through
+//! opentelemetry's own `BaggagePropagator`. Round trips, bad input member by member, limits,
+//! the trust boundary, foreign members, interop with opentelemetry_sdk both ways, and a fuzz of
+//! the extract path.
+#![cfg(feature = "opentelemetry")]
+
+use std::collections::HashMap;
+
+use contextvars::propagation::{Baggage, MAX_HEADER_BYTES, MAX_MEMBERS};
+use contextvars::{Context, ContextVar};
+use http::{HeaderMap, HeaderValue};
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_sdk::propagation::BaggagePropagator;
+use proptest::prelude::*;
+
+static TENANT: ContextVar<String> = ContextVar::new("tenant");
+static RETRIES: ContextVar<u32> = ContextVar::new("retries");
+static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+static NOT_NAMED: ContextVar<String> = ContextVar::new("not_named");
+static WITH_DEFAULT: ContextVar<u32> = ContextVar::with_default("with_default", || 7);
+static PATH: ContextVar<String> = ContextVar::new("app::path");
+
+fn baggage() -> Baggage {
+    Baggage::new().var(&TENANT).var(&RETRIES).var(&REQUEST_ID)
+}
+
+fn headers(value: &'static str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("baggage", HeaderValue::from_static(value));
+    headers
+}
+
+fn headers_from_bytes(value: &[u8]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("baggage", HeaderValue::from_bytes(value).unwrap());
+    headers
+}
+
+/// What `var` holds in `context`.
+fn seen<T: Clone + Send + Sync + 'static>(context: &Context, var: &ContextVar<T>) -> Option<T> {
+    context.get(var).map(|value| (*value).clone())
+}
+
+fn tenant_in(headers: &HeaderMap) -> Option<String> {
+    seen(&baggage().extract_headers(headers), &TENANT)
+}
+
+/// The header `inject_headers` writes when TENANT is `value`.
+fn injected(value: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    TENANT.sync_scope(value.to_owned(), || baggage().inject_headers(&mut headers));
+    headers
+}
+
+const TRICKY: &[&str] = &[
+    "acme",
+    "50%",
+    "%41",
+    "%25",
+    "%",
+    "%zz",
+    "a,b",
+    "a;b",
+    "k=v",
+    "==",
+    "a, b; c=d",
+    "\"quoted\"",
+    "back\\slash",
+    "inner space",
+    "tab\tinside",
+    "line\nbreak",
+    "nul\0byte",
+    "+plus+",
+    "caf\u{e9}",
+    "日本語",
+    "emoji 🎉",
+    "",
+    "tenant=acme,retries=3",
+    "/path?query=1&x=%20",
+];
+
+// ----- round trips ----------------------------------------------------------------------------
+
+#[test]
+fn tricky_strings_round_trip_through_headers() {
+    for &value in TRICKY {
+        let headers = injected(value);
+        let header = headers["baggage"].to_str().unwrap();
+        assert!(header.starts_with("tenant="), "{header}");
+        assert!(
+            !header[7..].contains([',', ';', '=', ' ', '"', '\\']),
+            "{header}"
+        );
+        assert_eq!(
+            tenant_in(&headers).as_deref(),
+            Some(value),
+            "header {header}"
+        );
+    }
+}
+
+#[test]
+fn tricky_strings_round_trip_through_carriers() {
+    for &value in TRICKY {
+        let mut carrier: HashMap<String, String> = HashMap::new();
+        TENANT.sync_scope(value.to_owned(), || baggage().inject(&mut carrier));
+        let context = baggage().extract(&carrier);
+        assert_eq!(
+            seen(&context, &TENANT).as_deref(),
+            Some(value),
+            "{carrier:?}"
+        );
+    }
+}
+
+#[test]
+fn leading_and_trailing_whitespace_is_trimmed_by_the_format() {
+    // The documented exception: opentelemetry trims every decoded value.
+    for (sent, received) in [
+        ("  acme  ", "acme"),
+        ("\tacme\n", "acme"),
+        (" a b ", "a b"),
+        ("\u{a0}nbsp", "nbsp"),
+        ("   ", ""),
+    ] {
+        assert_eq!(
+            tenant_in(&injected(sent)).as_deref(),
+            Some(received),
+            "{sent:?}"
+        );
+    }
+}
+
+#[test]
+fn typed_values_round_trip() {
+    let mut headers = HeaderMap::new();
+    RETRIES.sync_scope(u32::MAX, || baggage().inject_headers(&mut headers));
+    assert_eq!(headers["baggage"], "retries=4294967295");
+    let context = baggage().extract_headers(&headers);
+    assert_eq!(seen(&context, &RETRIES), Some(u32::MAX));
+    assert_eq!(seen(&context, &TENANT), None);
+}
+
+#[test]
+fn var_as_uses_its_key_on_both_sides() {
+    let baggage = Baggage::new().var_as("path", &PATH);
+    let mut headers = HeaderMap::new();
+    PATH.sync_scope("/a b".into(), || baggage.inject_headers(&mut headers));
+    assert_eq!(headers["baggage"], "path=/a%20b");
+    assert_eq!(
+        seen(&baggage.extract_headers(&headers), &PATH).as_deref(),
+        Some("/a b")
+    );
+}
+
+#[test]
+#[should_panic(expected = "not a valid baggage key")]
+fn a_var_whose_name_is_not_a_key_needs_var_as() {
+    let _ = Baggage::new().var(&PATH);
+}
+
+#[test]
+#[should_panic(expected = "used twice")]
+fn a_key_used_twice_panics() {
+    let _ = Baggage::new().var(&TENANT).var_as("tenant", &REQUEST_ID);
+}
+
+#[test]
+fn only_bound_values_travel_not_defaults() {
+    let baggage = Baggage::new().var(&WITH_DEFAULT).var(&TENANT);
+    let mut headers = HeaderMap::new();
+    baggage.inject_headers(&mut headers);
+    assert!(headers.get("baggage").is_none(), "{headers:?}");
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    baggage.inject(&mut carrier);
+    assert!(carrier.is_empty());
+}
+
+// ----- extract: what the receiver gets ----------------------------------------------------------
+
+#[test]
+fn extract_is_a_copy_of_the_current_context() {
+    let outer = NOT_NAMED.set("outer".into());
+    let context = baggage().extract_headers(&headers("tenant=acme"));
+    assert_eq!(seen(&context, &NOT_NAMED).as_deref(), Some("outer"));
+    assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"));
+    assert!(TENANT.get().is_none(), "the current context is not changed");
+    NOT_NAMED.reset(outer).unwrap();
+}
+
+#[test]
+fn a_var_missing_from_the_header_keeps_the_current_value() {
+    TENANT.sync_scope("local".into(), || {
+        let context = baggage().extract_headers(&headers("retries=2"));
+        assert_eq!(seen(&context, &TENANT).as_deref(), Some("local"));
+        assert_eq!(seen(&context, &RETRIES), Some(2));
+    });
+}
+
+#[test]
+fn only_named_vars_are_read() {
+    let context = Baggage::new()
+        .var(&TENANT)
+        .extract_headers(&headers("not_named=evil,request_id=evil,tenant=acme"));
+    assert_eq!(seen(&context, &NOT_NAMED), None);
+    assert_eq!(seen(&context, &REQUEST_ID), None);
+    assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"));
+}
+
+#[test]
+fn an_empty_baggage_reads_nothing() {
+    let context = Baggage::new().extract_headers(&headers("tenant=acme"));
+    assert!(context.is_empty());
+}
+
+#[test]
+fn several_header_lines_are_one_list() {
+    let mut headers = HeaderMap::new();
+    headers.append("baggage", HeaderValue::from_static("tenant=acme"));
+    headers.append("baggage", HeaderValue::from_static("retries=3"));
+    let context = baggage().extract_headers(&headers);
+    assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"));
+    assert_eq!(seen(&context, &RETRIES), Some(3));
+}
+
+#[test]
+fn from_str_failures_are_skipped_member_by_member() {
+    RETRIES.sync_scope(1, || {
+        let context = baggage().extract_headers(&headers("retries=many,tenant=acme,request_id=r1"));
+        assert_eq!(seen(&context, &RETRIES), Some(1), "the current value stays");
+        assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"));
+        assert_eq!(seen(&context, &REQUEST_ID).as_deref(), Some("r1"));
+    });
+    for bad in [
+        "retries=-1",
+        "retries=4294967296",
+        "retries=",
+        "retries=1.5",
+    ] {
+        let context = baggage().extract_headers(&headers_from_bytes(bad.as_bytes()));
+        assert_eq!(seen(&context, &RETRIES), None, "{bad}");
+    }
+}
+
+#[test]
+fn malformed_members_are_skipped_one_by_one() {
+    for bad in [
+        "tenant",            // no `=`
+        "tenant=a=b",        // a raw `=` opentelemetry would cut to `a`
+        "tenant=%zz",        // bad escape
+        "tenant=%4",         // short escape
+        "tenant=ab%",        // lone `%`
+        "tenant=%FF",        // decodes to invalid UTF-8
+        "tenant=%C3",        // truncated UTF-8
+        "tenant=caf\u{e9}",  // raw non-ASCII
+        "=acme",             // no key
+        "ten ant=acme",      // not a key
+        "tenant=\"acme\"x=", // a raw `=` again
+    ] {
+        let header = format!("{bad},request_id=ok");
+        let context = baggage().extract_headers(&headers_from_bytes(header.as_bytes()));
+        assert_eq!(seen(&context, &TENANT), None, "{bad}");
+        assert_eq!(seen(&context, &REQUEST_ID).as_deref(), Some("ok"), "{bad}");
+    }
+    for junk in ["", ",", ",,,", ";", "=", "==,;;", "   ", "%", "%%%"] {
+        let context = baggage().extract_headers(&headers_from_bytes(junk.as_bytes()));
+        assert!(context.is_empty(), "{junk:?}");
+    }
+}
+
+#[test]
+fn w3c_whitespace_and_properties_are_read() {
+    for header in [
+        "tenant=acme",
+        " tenant = acme ",
+        "\ttenant=acme\t,other=1",
+        "tenant=acme;prop1;prop2=x",
+        "other=1, tenant=acme ;p=%41",
+        "ten%61nt=acme",
+    ] {
+        let context = baggage().extract_headers(&headers_from_bytes(header.as_bytes()));
+        assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"), "{header}");
+    }
+}
+
+#[test]
+fn invalid_utf8_bytes_skip_only_their_member() {
+    let context = baggage().extract_headers(&headers_from_bytes(
+        b"tenant=\xff\xfe,retries=4,request_id=a\x80b",
+    ));
+    assert_eq!(seen(&context, &TENANT), None);
+    assert_eq!(seen(&context, &RETRIES), Some(4));
+    assert_eq!(seen(&context, &REQUEST_ID), None);
+}
+
+#[test]
+fn a_header_over_the_byte_limit_is_dropped_whole() {
+    let filler = "x".repeat(MAX_HEADER_BYTES);
+    let header = format!("tenant=acme,other={filler}");
+    assert_eq!(tenant_in(&headers_from_bytes(header.as_bytes())), None);
+    // At the limit exactly, it is read.
+    let pad = MAX_HEADER_BYTES - "tenant=acme,other=".len();
+    let header = format!("tenant=acme,other={}", "x".repeat(pad));
+    assert_eq!(header.len(), MAX_HEADER_BYTES);
+    assert_eq!(
+        tenant_in(&headers_from_bytes(header.as_bytes())).as_deref(),
+        Some("acme")
+    );
+}
+
+#[test]
+fn only_the_first_64_members_are_read() {
+    let members = |ours_at: usize| {
+        let list: Vec<String> = (0..70)
+            .map(|i| {
+                if i == ours_at {
+                    "tenant=acme".to_owned()
+                } else {
+                    format!("m{i}=v")
+                }
+            })
+            .collect();
+        headers_from_bytes(list.join(",").as_bytes())
+    };
+    assert_eq!(
+        tenant_in(&members(MAX_MEMBERS - 1)).as_deref(),
+        Some("acme")
+    );
+    assert_eq!(tenant_in(&members(MAX_MEMBERS)), None);
+    // A blanked (malformed) member still counts: the cut is where opentelemetry makes it.
+    let mut list: Vec<String> = (0..MAX_MEMBERS - 1).map(|i| format!("m{i}=v")).collect();
+    list[0] = "bad=%zz".into();
+    list.push("tenant=acme".into());
+    list.push("retries=9".into());
+    let context = baggage().extract_headers(&headers_from_bytes(list.join(",").as_bytes()));
+    assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"));
+    assert_eq!(seen(&context, &RETRIES), None);
+}
+
+// ----- inject: what the caller sends ------------------------------------------------------------
+
+#[test]
+fn foreign_members_are_kept_byte_for_byte_and_stale_ours_replaced() {
+    let mut headers = headers("vendor=x%25y;p=1, tenant=stale ,other=%E6%97%A5,retries=9");
+    TENANT.sync_scope("fresh".into(), || baggage().inject_headers(&mut headers));
+    let header = headers["baggage"].to_str().unwrap();
+    assert_eq!(header, "vendor=x%25y;p=1,other=%E6%97%A5,tenant=fresh");
+    // A stale member of ours whose var is not bound here is removed: the Baggage owns its keys.
+    let mut headers = headers_from_bytes(b"tenant=stale");
+    baggage().inject_headers(&mut headers);
+    assert!(headers.get("baggage").is_none());
+    // Several lines become one; an escaped key of ours is recognised as ours.
+    let mut headers = HeaderMap::new();
+    headers.append("baggage", HeaderValue::from_static("a=1"));
+    headers.append("baggage", HeaderValue::from_static("ten%61nt=old,b=2"));
+    RETRIES.sync_scope(5, || baggage().inject_headers(&mut headers));
+    assert_eq!(headers.get_all("baggage").iter().count(), 1);
+    assert_eq!(headers["baggage"], "a=1,b=2,retries=5");
+}
+
+#[test]
+fn foreign_members_that_are_not_utf8_are_kept_too() {
+    let mut headers = headers_from_bytes(b"odd=\xff,tenant=old");
+    TENANT.sync_scope("new".into(), || baggage().inject_headers(&mut headers));
+    assert_eq!(headers["baggage"].as_bytes(), b"odd=\xff,tenant=new");
+}
+
+#[test]
+fn inject_into_a_carrier_writes_only_our_members() {
+    let mut carrier = HashMap::from([("baggage".to_string(), "vendor=1".to_string())]);
+    TENANT.sync_scope("acme".into(), || baggage().inject(&mut carrier));
+    assert_eq!(carrier["baggage"], "tenant=acme");
+}
+
+#[test]
+fn inject_cuts_at_member_boundaries_within_the_limits() {
+    // One value too large on its own is left out; the others still go.
+    let huge = "y".repeat(MAX_HEADER_BYTES);
+    let mut headers = HeaderMap::new();
+    TENANT.sync_scope(huge, || {
+        RETRIES.sync_scope(3, || baggage().inject_headers(&mut headers));
+    });
+    assert_eq!(headers["baggage"], "retries=3");
+
+    // Foreign members fill the header: ours go first, foreign ones are cut whole to fit.
+    let foreign: Vec<String> = (0..MAX_MEMBERS).map(|i| format!("f{i}=v{i}")).collect();
+    let mut headers = headers_from_bytes(foreign.join(",").as_bytes());
+    TENANT.sync_scope("acme".into(), || baggage().inject_headers(&mut headers));
+    let header = headers["baggage"].to_str().unwrap();
+    let members: Vec<&str> = header.split(',').collect();
+    assert_eq!(members.len(), MAX_MEMBERS);
+    assert_eq!(members.last(), Some(&"tenant=acme"));
+    assert_eq!(&members[..MAX_MEMBERS - 1], &foreign[..MAX_MEMBERS - 1]);
+
+    // Foreign bytes fill the header: cut at a member boundary, never mid-value.
+    let big: Vec<String> = (0..3)
+        .map(|i| format!("f{i}={}", "z".repeat(3000)))
+        .collect();
+    let mut headers = headers_from_bytes(big.join(",").as_bytes());
+    TENANT.sync_scope("a".repeat(100), || baggage().inject_headers(&mut headers));
+    let header = headers["baggage"].to_str().unwrap();
+    assert!(header.len() <= MAX_HEADER_BYTES, "{}", header.len());
+    let members: Vec<&str> = header.split(',').collect();
+    assert_eq!(
+        members,
+        [&big[0], &big[1], &format!("tenant={}", "a".repeat(100))]
+    );
+    assert_eq!(tenant_in(&headers), Some("a".repeat(100)));
+}
+
+#[test]
+fn many_vars_stay_within_the_limits() {
+    // 80 vars of 200 bytes each: more than 64 members and more than 8,192 bytes.
+    let vars: Vec<&'static ContextVar<String>> = (0..80)
+        .map(|i| {
+            &*Box::leak(Box::new(ContextVar::new(Box::leak(
+                format!("v{i}").into_boxed_str(),
+            ))))
+        })
+        .collect();
+    let baggage = vars.iter().fold(Baggage::new(), |b, var| b.var(var));
+    let mut context = Context::new();
+    for var in &vars {
+        context = context.with_value(var, "w".repeat(200));
+    }
+    let mut headers = HeaderMap::new();
+    context.run(|| baggage.inject_headers(&mut headers));
+    let header = headers["baggage"].to_str().unwrap();
+    assert!(header.len() <= MAX_HEADER_BYTES);
+    let members: Vec<&str> = header.split(',').collect();
+    assert!(members.len() <= MAX_MEMBERS);
+    for member in &members {
+        let (key, value) = member.split_once('=').unwrap();
+        assert!(key.starts_with('v'));
+        assert_eq!(value, "w".repeat(200), "never cut mid-value");
+    }
+    // All that was sent is read back.
+    let back = baggage.extract_headers(&headers);
+    assert_eq!(back.len(), members.len());
+}
+
+// ----- interop with opentelemetry_sdk's BaggagePropagator ---------------------------------------
+
+#[test]
+fn a_header_written_by_opentelemetry_is_read() {
+    let values = [
+        "acme",
+        "acme, inc.",
+        "k=v",
+        "caf\u{e9} 日本",
+        "a;b",
+        "\"q\"",
+    ];
+    for value in values {
+        let mut otel = opentelemetry::baggage::Baggage::new();
+        otel.insert("tenant", value);
+        otel.insert("retries", "12");
+        otel.insert_with_metadata("vendor", "x", "p=1");
+        let cx = opentelemetry::Context::new().with_baggage(otel);
+        let mut carrier: HashMap<String, String> = HashMap::new();
+        BaggagePropagator::new().inject_context(&cx, &mut carrier);
+
+        let context = baggage().extract(&carrier);
+        assert_eq!(
+            seen(&context, &TENANT).as_deref(),
+            Some(value),
+            "{carrier:?}"
+        );
+        assert_eq!(seen(&context, &RETRIES), Some(12));
+        let headers = headers_from_bytes(carrier["baggage"].as_bytes());
+        assert_eq!(tenant_in(&headers).as_deref(), Some(value));
+    }
+}
+
+#[test]
+fn a_header_written_by_us_is_read_by_opentelemetry() {
+    for &value in TRICKY {
+        let mut headers = headers("vendor=x;p=1");
+        TENANT.sync_scope(value.to_owned(), || {
+            RETRIES.sync_scope(3, || baggage().inject_headers(&mut headers));
+        });
+        let carrier = HashMap::from([(
+            "baggage".to_string(),
+            headers["baggage"].to_str().unwrap().to_owned(),
+        )]);
+        let cx =
+            BaggagePropagator::new().extract_with_context(&opentelemetry::Context::new(), &carrier);
+        let otel = cx.baggage();
+        assert_eq!(
+            otel.get("tenant").map(|v| v.as_str().to_owned()).as_deref(),
+            Some(value.trim()),
+            "{carrier:?}"
+        );
+        assert_eq!(otel.get("retries").map(|v| v.as_str()), Some("3"));
+        assert_eq!(otel.get("vendor").map(|v| v.as_str()), Some("x"));
+        assert_eq!(otel.len(), 3);
+    }
+}
+
+// ----- fuzz -----------------------------------------------------------------------------------
+
+/// A strict reading of one raw member, as the W3C format and opentelemetry's decoding define
+/// it: `Some((key, value))` only if every byte is visible ASCII (or OWS), every `%` starts a
+/// two-hex-digit escape, the name-value part has one `=`, and both decode to UTF-8. Then the
+/// decoded, trimmed key and value.
+fn strict_member(member: &[u8]) -> Option<(String, String)> {
+    if !member
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\t')
+    {
+        return None;
+    }
+    let member = std::str::from_utf8(member).ok()?;
+    let name_value = member.split(';').next()?;
+    let (key, value) = name_value.split_once('=')?;
+    if value.contains('=') {
+        return None;
+    }
+    Some((
+        strict_decode(key)?.trim().to_owned(),
+        strict_decode(value)?.trim().to_owned(),
+    ))
+}
+
+fn strict_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The value `key` must have after extracting `raw`: the last strictly valid member under
+/// `key` among the first 64, if the header is within the byte limit.
+fn expected(raw: &[u8], key: &str) -> Option<String> {
+    if raw.len() > MAX_HEADER_BYTES {
+        return None;
+    }
+    raw.split(|&b| b == b',')
+        .take(MAX_MEMBERS)
+        .filter_map(strict_member)
+        .filter(|(k, _)| k == key)
+        .last()
+        .map(|(_, value)| value)
+}
+
+/// Bytes a header value may hold, weighted towards the ones that matter to the format.
+const ALPHABET: &[u8] = b"tenantretris=%%%,,;;  \t\"\\/abcdefABCDEF0123456789xyz\x80\xc3\xa9\xff~";
+
+fn garbage() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(prop::sample::select(ALPHABET), 0..16)
+}
+
+fn valid_member() -> impl Strategy<Value = Vec<u8>> {
+    let key = prop::sample::select(vec!["tenant", "retries", "other", " tenant ", "ten%61nt"]);
+    let value = prop_oneof![
+        "\\PC{0,10}".prop_map(|s| percent_encoding::utf8_percent_encode(
+            &s,
+            percent_encoding::NON_ALPHANUMERIC
+        )
+        .to_string()),
+        (0u64..5_000_000_000).prop_map(|n| n.to_string()),
+        "[a-z ]{0,6}",
+    ];
+    let props = prop::sample::select(vec!["", ";p", ";p=1;q", ";%41=%zz"]);
+    (key, value, props).prop_map(|(k, v, p)| format!("{k}={v}{p}").into_bytes())
+}
+
+fn member() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => valid_member(),
+        2 => garbage(),
+        1 => (prop::sample::select(vec!["tenant=", "retries=", "tenant = "]), garbage())
+            .prop_map(|(k, g)| [k.as_bytes(), &g].concat()),
+    ]
+}
+
+fn header() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        8 => prop::collection::vec(member(), 0..8).prop_map(|m| m.join(&b","[..])),
+        1 => prop::collection::vec(member(), 60..70).prop_map(|m| m.join(&b","[..])),
+        1 => (prop::collection::vec(member(), 0..4), 8150usize..8220)
+            .prop_map(|(m, pad)| {
+                let mut raw = m.join(&b","[..]);
+                raw.extend_from_slice(b",pad=");
+                raw.resize(pad.max(raw.len()), b'x');
+                raw
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    /// Never a panic; every extracted value is one that was validly encoded in the header —
+    /// exactly the one the strict reading expects — and nothing else is set.
+    #[test]
+    fn extract_never_panics_nor_garbles(raw in header()) {
+        let Ok(value) = HeaderValue::from_bytes(&raw) else { return Ok(()); };
+        let mut headers = HeaderMap::new();
+        headers.insert("baggage", value);
+        let context = baggage().extract_headers(&headers);
+
+        prop_assert_eq!(seen(&context, &TENANT), expected(&raw, "tenant"));
+        let retries = expected(&raw, "retries").and_then(|text| text.parse::<u32>().ok());
+        prop_assert_eq!(seen(&context, &RETRIES), retries);
+        prop_assert!(context.len() <= 2, "only named vars: {:?}", context);
+
+        // The carrier path reads the same.
+        if let Ok(text) = std::str::from_utf8(&raw) {
+            let carrier = HashMap::from([("baggage".to_string(), text.to_owned())]);
+            let via_carrier = baggage().extract(&carrier);
+            prop_assert_eq!(seen(&via_carrier, &TENANT), seen(&context, &TENANT));
+            prop_assert_eq!(seen(&via_carrier, &RETRIES), seen(&context, &RETRIES));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// Any string round-trips, trimmed of leading and trailing whitespace.
+    #[test]
+    fn any_string_round_trips_but_for_outer_whitespace(value in any::<String>()) {
+        let headers = injected(&value);
+        let back = tenant_in(&headers);
+        prop_assert_eq!(back.as_deref(), Some(value.trim()));
+        // And opentelemetry reads the same.
+        let carrier = HashMap::from([(
+            "baggage".to_string(),
+            headers["baggage"].to_str().unwrap().to_owned(),
+        )]);
+        let cx = BaggagePropagator::new().extract_with_context(&opentelemetry::Context::new(), &carrier);
+        prop_assert_eq!(cx.baggage().get("tenant").map(|v| v.as_str()), Some(value.trim()));
+    }
+}
+
+#[test]
+fn baggage_is_cheap_to_clone_and_shows_its_keys() {
+    let baggage = baggage();
+    let copy = baggage.clone();
+    assert_eq!(copy.keys(), ["tenant", "retries", "request_id"]);
+    let debug = format!("{baggage:?}");
+    assert!(debug.contains("\"tenant\": \"tenant\""), "{debug}");
+}
