@@ -2,13 +2,11 @@
 
 use std::any::Any;
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::current;
 use crate::map::{self, VarMap};
-use crate::scoped::Scoped;
 use crate::var::{ContextVar, VarKey};
 
 /// A value as stored in a context; typed access goes through the variable's `T`.
@@ -63,7 +61,7 @@ static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
 ///
 /// Each thread has a *current* context; [`ContextVar::get`] and [`ContextVar::set`] read and
 /// write it. [`Context::run`] makes another context current for the length of a closure, and
-/// [`Scoped`] does the same for every poll of a future.
+/// [`Scoped`](crate::Scoped) does the same for every poll of a future.
 ///
 /// Copying a context ([`Clone`], [`Context::current`], [`Context::fork`]) is O(1) whatever
 /// its size: the map is persistent and shared between copies (a flat array up to 16 bindings,
@@ -124,7 +122,7 @@ static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// assert!(job.upgrade().is_none(), "collected");
 /// ```
 pub struct Context {
-    map: VarMap,
+    map: VarMap<VarKey, Binding>,
     id: ContextId,
     /// How many bindings have a policy other than `Share`: when 0, `fork` is a plain clone.
     special: usize,
@@ -432,25 +430,6 @@ impl Context {
         move |arg| self.fork().run(|| f(arg))
     }
 
-    /// Wraps `fut` so that every poll runs in this context (S12).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use contextvars::{Context, ContextVar};
-    ///
-    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
-    ///
-    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-    /// let ctx = Context::new().with_value(&REQUEST_ID, 42);
-    /// let seen = ctx.scope(async { REQUEST_ID.get() }).await;
-    /// assert_eq!(seen.as_deref(), Some(&42));
-    /// # });
-    /// ```
-    pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
-        Scoped::new(self, fut)
-    }
-
     // ----- crate-internal access, used by `var`, `current` and the async modules -----
 
     /// `Context::current().fork()` with one copy instead of two.
@@ -648,7 +627,7 @@ impl fmt::Debug for Context {
 /// assert_eq!(names, ["a"]);
 /// ```
 pub struct Iter<'a> {
-    inner: map::Iter<'a>,
+    inner: map::Iter<'a, VarKey, Binding>,
 }
 
 impl<'a> Iterator for Iter<'a> {

@@ -57,7 +57,8 @@ struct Current {
     /// Entered contexts ([`enter`], [`run_in`], task entries) not yet exited on this thread.
     /// Zero means the thread's own context is current.
     entered: Cell<usize>,
-    critical: RefCell<Critical>,
+    /// Taken out and put back by the few functions that use it; never borrowed across user code.
+    critical: Cell<Critical>,
     /// Task entries not yet exited: zero means `critical` is the thread's own.
     tasks: Cell<usize>,
 }
@@ -66,7 +67,7 @@ thread_local! {
     static CURRENT: Current = Current {
         slot: RefCell::new(Rc::new(Slot(Context::new()))),
         entered: Cell::new(0),
-        critical: const { RefCell::new(None) },
+        critical: const { Cell::new(None) },
         tasks: Cell::new(0),
     };
 }
@@ -136,8 +137,10 @@ struct Refused;
 pub(crate) fn read_critical<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
     let mut f = Some(f);
     let read = CURRENT.try_with(|current| {
-        let critical = current.critical.borrow();
-        (f.take().expect("read_critical calls f once"))(critical.as_deref())
+        let critical = current.critical.take();
+        let result = (f.take().expect("read_critical calls f once"))(critical.as_deref());
+        current.critical.set(critical);
+        result
     });
     match (read, f) {
         (Ok(result), _) => result,
@@ -164,9 +167,11 @@ pub(crate) fn modify_critical<R>(
         if current.tasks.get() == 0 && isolation::in_task() {
             return Err(Refused);
         }
-        let mut critical = current.critical.borrow_mut();
+        let mut critical = current.critical.take();
         let storage = critical.get_or_insert_with(Box::default);
-        Ok((f.take().expect("modify_critical calls f once"))(storage))
+        let result = (f.take().expect("modify_critical calls f once"))(storage);
+        current.critical.set(critical);
+        Ok(result)
     });
     drop(f);
     match result {
@@ -192,11 +197,10 @@ pub(crate) fn check_critical_writable(call: &'static str) {
 pub(crate) fn run_in<E: Entry, R>(entry: E, f: impl FnOnce() -> R) -> R {
     // `f` stays here if the thread-local is gone, so it can still run (without `ctx`).
     let mut f = Some(f);
-    let mut entry = Some(entry);
-    let entered = CURRENT.try_with(|current| {
-        let entry = entry.take().expect("taken once");
+    let f_slot = &mut f;
+    let entered = CURRENT.try_with(move |current| {
         let _entered = enter_cell(current, entry);
-        f.take().map(|f| f())
+        f_slot.take().map(|f| f())
     });
     match (entered, f) {
         (Ok(Some(result)), _) => result,
@@ -313,7 +317,7 @@ fn swap_in<E: Entry>(current: &Current, entry: &mut E) -> Restore {
     current.entered.set(current.entered.get() + 1);
     if let Some(critical) = entry.critical() {
         current.tasks.set(current.tasks.get() + 1);
-        mem::swap(&mut *current.critical.borrow_mut(), critical);
+        current.critical.swap(Cell::from_mut(critical));
     }
     let ctx = entry.context();
     let mut slot = current.slot.borrow_mut();
@@ -362,31 +366,25 @@ impl Entered<'_, OwnedTask> {
 impl<E: Entry> Entered<'_, E> {
     #[inline]
     fn restore_previous(&mut self) {
-        let restore = mem::replace(&mut self.restore, Restore::Nothing);
-        if matches!(restore, Restore::Nothing) {
-            return;
-        }
-        if let Some(critical) = self.entry.critical() {
-            let _ = CURRENT.try_with(|current| {
-                current.tasks.set(current.tasks.get() - 1);
-                mem::swap(&mut *current.critical.borrow_mut(), critical);
-            });
-        }
-        match restore {
+        match mem::replace(&mut self.restore, Restore::Nothing) {
             Restore::Swapped => {
-                let ctx = self.entry.context();
+                let entry = &mut self.entry;
                 let mut swap_out = |current: &Current| {
                     current.entered.set(current.entered.get() - 1);
+                    if let Some(critical) = entry.critical() {
+                        current.tasks.set(current.tasks.get() - 1);
+                        current.critical.swap(Cell::from_mut(critical));
+                    }
                     match Rc::get_mut(&mut current.slot.borrow_mut()) {
                         Some(Slot(entered)) => {
-                            mem::swap(entered, ctx);
+                            mem::swap(entered, entry.context());
                             true
                         }
                         None => false,
                     }
                 };
                 let swapped = match self.cell {
-                    Some(cell) => Ok(swap_out(cell)),
+                    Some(current) => Ok(swap_out(current)),
                     None => CURRENT.try_with(swap_out),
                 };
                 if swapped == Ok(false) {
@@ -395,6 +393,25 @@ impl<E: Entry> Entered<'_, E> {
             }
             Restore::Stashed(previous) => self.exit_stashed(previous),
             Restore::Nothing => {}
+        }
+    }
+
+    #[cold]
+    fn exit_stashed(&mut self, previous: Rc<Slot>) {
+        let entry = &mut self.entry;
+        let entered = CURRENT.try_with(|current| {
+            current.entered.set(current.entered.get() - 1);
+            if let Some(critical) = entry.critical() {
+                current.tasks.set(current.tasks.get() - 1);
+                current.critical.swap(Cell::from_mut(critical));
+            }
+            mem::replace(&mut *current.slot.borrow_mut(), previous)
+        });
+        if let Ok(entered) = entered {
+            *entry.context() = match Rc::try_unwrap(entered) {
+                Ok(Slot(ctx)) => ctx,
+                Err(shared) => shared.0.clone_same_identity(),
+            };
         }
     }
 
@@ -409,19 +426,5 @@ impl<E: Entry> Entered<'_, E> {
             let previous = mem::replace(ctx, entered);
             *slot = Rc::new(Slot(previous));
         });
-    }
-
-    #[cold]
-    fn exit_stashed(&mut self, previous: Rc<Slot>) {
-        let entered = CURRENT.try_with(|current| {
-            current.entered.set(current.entered.get() - 1);
-            mem::replace(&mut *current.slot.borrow_mut(), previous)
-        });
-        if let Ok(entered) = entered {
-            *self.entry.context() = match Rc::try_unwrap(entered) {
-                Ok(Slot(ctx)) => ctx,
-                Err(shared) => shared.0.clone_same_identity(),
-            };
-        }
     }
 }

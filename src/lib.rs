@@ -22,6 +22,16 @@
 //! log("done"); // [-] done
 //! ```
 //!
+//! The guide below goes from the model to the details: [the model](#the-model),
+//! [reading and writing](#reading-and-writing), [async code](#async-code),
+//! [isolation by default](#isolation-by-default), [`Local`](#named-attributes-local),
+//! [logging](#logging-with-tracing), [comparison](#compared-with-the-alternatives),
+//! [the shallow-copy pitfall](#the-shallow-copy-pitfall),
+//! [porting from Python](#porting-from-python-and-asgiref) and
+//! [from `task_local!`](#porting-from-task_local), [cargo features](#cargo-features),
+//! [MSRV and semver](#msrv-and-semver-policy), [how it works inside](#how-it-works-inside),
+//! and the numbered rules the tests check: [**Semantics**](#semantics).
+//!
 //! # The model
 //!
 //! - A [`Context`] maps variables to values. Each thread has a *current* context;
@@ -33,20 +43,51 @@
 //!   sets stays in that context. [`ContextVar::sync_scope`] runs a closure in a copy with one
 //!   variable set; nothing leaks out.
 //! - [`ContextVar::set`] returns a [`Token`]; [`ContextVar::reset`] undoes the `set` with it,
-//!   in the context that made it.
+//!   in the context that made it. [`ContextVar::set_guarded`] does both: the `set` is undone
+//!   when its [`SetGuard`] drops.
 //! - [`thread::spawn`] starts a thread in a fork of the caller's context. Threads started any
 //!   other way start empty.
 //! - A [`Scoped`] future enters its own context on every poll; [`task::spawn`] and friends give
 //!   every child task a fork of the caller's context, taken at the call.
 //!
-//! # Patterns
+//! # Reading and writing
 //!
-//! Set a value for a block and undo it afterwards, even on early return — use `sync_scope`:
+//! | to | call | returns |
+//! |---|---|---|
+//! | share the value | [`get`](ContextVar::get) | `Option<Arc<T>>`: the value, else the default, else `None` |
+//! | borrow it | [`with`](ContextVar::with) | what your closure returns, given `Option<&T>` |
+//! | clone it | [`get_cloned`](ContextVar::get_cloned) | `Option<T>` |
+//! | count on the default | [`value`](ContextVar::value) | `Arc<T>`; panics if neither set nor defaulted |
+//! | set it | [`set`](ContextVar::set), [`set_arc`](ContextVar::set_arc) | a [`Token`] for [`reset`](ContextVar::reset) |
+//! | set it for a block | [`set_guarded`](ContextVar::set_guarded) | a [`SetGuard`] that resets on drop |
+//! | run with a value | [`sync_scope`](ContextVar::sync_scope), [`scope`](ContextVar::scope) | the closure's or future's output |
+//!
+//! ```
+//! use contextvars::ContextVar;
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//! static RETRIES: ContextVar<u32> = ContextVar::with_default("retries", || 3);
+//!
+//! assert_eq!(REQUEST_ID.get_cloned().unwrap_or_default(), ""); // not set
+//! assert_eq!(*RETRIES.value(), 3);                               // the default, no Option
+//!
+//! fn handle(id: &str) -> Result<u32, std::num::ParseIntError> {
+//!     let _id = REQUEST_ID.set_guarded(id.to_string()); // Python 3.14: `with var.set(v):`
+//!     let _retries = RETRIES.set_guarded(1);
+//!     let n = "seven".parse()?;                         // early return: both are reset
+//!     Ok(n)
+//! }
+//! assert!(handle("req-1").is_err());
+//! assert!(REQUEST_ID.get().is_none());
+//! assert!(!RETRIES.is_set());
+//! ```
+//!
+//! A block with a value and nothing leaking out afterwards — `sync_scope`:
 //!
 //! ```
 //! # use contextvars::ContextVar;
 //! static TENANT: ContextVar<&'static str> = ContextVar::new("tenant");
-//! let rows = TENANT.sync_scope("acme", || format!("SELECT … WHERE tenant = '{}'", TENANT.get().unwrap()));
+//! let rows = TENANT.sync_scope("acme", || format!("SELECT … WHERE tenant = '{}'", TENANT.value()));
 //! assert!(rows.ends_with("'acme'"));
 //! assert!(TENANT.get().is_none());
 //! ```
@@ -56,7 +97,7 @@
 //! ```
 //! # use contextvars::ContextVar;
 //! static DEPTH: ContextVar<u32> = ContextVar::with_default("depth", || 0);
-//! let token = DEPTH.set(*DEPTH.get().unwrap() + 1);
+//! let token = DEPTH.set(*DEPTH.value() + 1);
 //! assert_eq!(DEPTH.get().as_deref(), Some(&1));
 //! DEPTH.reset(token).unwrap();
 //! assert_eq!(DEPTH.get().as_deref(), Some(&0));
@@ -88,8 +129,8 @@
 //! async fn handle(id: String) -> Option<String> {
 //!     REQUEST_ID.set(id);                       // in this task's own context
 //!     tokio::task::yield_now().await;           // other requests run here meanwhile
-//!     let db = task::spawn_blocking(|| REQUEST_ID.get()); // children inherit a copy
-//!     db.await.unwrap().map(|id| (*id).clone())
+//!     let db = task::spawn_blocking(|| REQUEST_ID.get_cloned()); // children inherit a copy
+//!     db.await.unwrap()
 //! }
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -258,11 +299,6 @@
 //! For a single job on a pool, `Context::current().fork().bind(job)` does the same for an
 //! `FnOnce`; [`task::spawn_blocking`] for Tokio's blocking pool.
 //!
-//! **Compared with `tokio::task_local!`.** A task-local is only set through `scope`, for one
-//! future, and a spawned task does not inherit it. A `ContextVar` can be `set` anywhere inside
-//! the task, is inherited by every child spawned through this crate, and also works in sync
-//! code, threads and other executors. Both enter their value on every poll.
-//!
 //! # Named attributes: `Local`
 //!
 //! [`Local`] is Django's `asgiref.local.Local`: named, typed attributes in one object, context
@@ -285,22 +321,31 @@
 //!
 //! # Logging with `tracing`
 //!
-//! With the `tracing` feature, [`tracing::ContextFields`](crate::tracing) puts chosen
-//! variables in front of every line a `tracing_subscriber::fmt` subscriber writes, so a
-//! request id set in a middleware appears on every log line of that request, in every task
-//! it spawns.
+//! With the `tracing` feature, [`tracing::ContextFields`] adds chosen variables to every line a
+//! `tracing_subscriber::fmt` subscriber writes — `request_id=req-1` in front of a text line, a
+//! top-level `"request_id":"req-1"` member in a JSON line — so a request id set in a middleware
+//! appears on every log line of that request, in every task it spawns. Types that are not
+//! `Display` are shown through `Debug` or a formatting function of yours.
 //!
 //! # Compared with the alternatives
 //!
-//! | | `thread_local!` | `tokio::task_local!` | `contextvars` |
-//! |---|---|---|---|
-//! | correct when tasks share a thread | no | yes | yes |
-//! | set in place (`set`/`reset`) | yes | no (only `scope`) | yes |
-//! | inherited by spawned tasks/threads | no | no | yes, copied at spawn |
-//! | survives `.await` on a work-stealing runtime | no | yes | yes |
-//! | snapshot / run in another context | no | no | O(1) `copy_context` + `run` |
-//! | works with no runtime | yes | `sync_scope` only | yes |
-//! | per-variable inheritance policy | — | — | [`Inherit`] |
+//! | | `thread_local!` | `tokio::task_local!` | `opentelemetry::Context` | Python `contextvars` | this crate |
+//! |---|---|---|---|---|---|
+//! | correct when tasks share a thread | no | yes | if every future is wrapped | yes | yes |
+//! | set in place | yes | no (only `scope`) | `attach()` guard, `!Send` | `set` / `reset` | `set` / `reset`, [`set_guarded`](ContextVar::set_guarded) |
+//! | inherited by spawned tasks | no | no | no: wrap each future | tasks yes, threads by default no | yes, a copy taken at spawn |
+//! | snapshot, run in another context | no | no | `Context::current()` + `attach` | `copy_context()` + `run` | [`copy_context`] + [`Context::run`] |
+//! | cost of a copy | — | — | O(1); adding a value copies the map | O(1) (a trie) | O(1); a `set` after it copies ≤ 16 entries or one trie path |
+//! | keys | one per `static` | one per `static` | one value per Rust type | one per `ContextVar` | one per [`ContextVar`] |
+//! | works with no runtime | yes | `sync_scope` only | yes | yes | yes |
+//! | per-variable inheritance policy | — | — | — | — | [`Inherit`] |
+//! | across processes | — | — | propagators | — | W3C Baggage (`propagation`) |
+//!
+//! `opentelemetry::Context` is the closest Rust relative: an immutable map keyed by type, made
+//! current with a guard that must stay on its thread, and carried into futures by wrapping each
+//! one. This crate's `propagation` module uses opentelemetry's Baggage propagator for the wire,
+//! so both can live in one service. Figures against each alternative are in
+//! [BENCHMARKS.md](https://github.com/contextvars-rs/contextvars/blob/main/BENCHMARKS.md).
 //!
 //! # The shallow-copy pitfall
 //!
@@ -340,12 +385,394 @@
 //! assert_eq!(COUNTER.with(|c| c.unwrap().load(Relaxed)), 0);
 //! ```
 //!
+//! # Porting from Python and asgiref
+//!
+//! | Python | this crate |
+//! |---|---|
+//! | `var = ContextVar("name")`, `ContextVar("name", default=3)` | `static VAR: ContextVar<T> = ContextVar::new("name")`, [`ContextVar::with_default`] |
+//! | `var.get()` / `var.get(None)` | [`ContextVar::value`] / [`ContextVar::get`] (or [`get_cloned`](ContextVar::get_cloned), [`with`](ContextVar::with)) |
+//! | `token = var.set(v)`; `var.reset(token)` | [`ContextVar::set`], [`ContextVar::reset`] |
+//! | `with var.set(v):` (3.14) | `let _guard = VAR.set_guarded(v);` ([`SetGuard`]) |
+//! | `copy_context()`, `ctx.run(f)`, `ctx[var]` | [`copy_context`], [`Context::run`], [`Context::get`] |
+//! | `asyncio.create_task(coro)` | [`task::spawn`] |
+//! | `asyncio.create_task(coro, context=ctx)` | `tokio::spawn(fut.with_context(ctx))` ([`FutureExt::with_context`]) |
+//! | `asyncio.gather(a(), b())` | `tokio::join!(a().with_current_context(), b().with_current_context())` |
+//! | `async with asyncio.TaskGroup() as tg: tg.create_task(c)` | a `JoinSet` of `.with_current_context()` futures, or [`task::spawn`] handles |
+//! | `asyncio.to_thread(f)` | [`task::spawn_blocking`] |
+//! | `loop.run_in_executor(pool, f)` | `pool.execute(Context::current().fork().bind(f))` ([`Context::bind`]) |
+//! | `loop.call_soon(cb, context=ctx)` | `ctx.bind(cb)`, or [`Context::wrap`] for a callback called many times |
+//! | `threading.Thread(target=f)` | `std::thread::spawn` (starts empty, as in Python) or [`thread::spawn`] (a copy) |
+//! | asgiref `sync_to_async(f)` / `@sync_to_async` | [`task::sync_to_async`]`(f).await` |
+//! | asgiref `async_to_sync(coro)` / `@async_to_sync` | [`task::async_to_sync`]`(fut)` |
+//! | asgiref `Local()`, `Local(thread_critical=True)` | [`Local::new`], [`Local::thread_critical`] |
+//!
+//! `asyncio.gather` and `TaskGroup` run each coroutine as a task, in a copy of the caller's
+//! context. The same with Tokio:
+//!
+//! ```
+//! use contextvars::{ContextVar, FutureExt, task};
+//!
+//! static USER: ContextVar<String> = ContextVar::new("user");
+//!
+//! async fn fetch(part: &'static str) -> String {
+//!     USER.set(format!("{}:{part}", USER.value())); // stays in this branch, like a task's copy
+//!     tokio::task::yield_now().await;
+//!     USER.get_cloned().unwrap()
+//! }
+//!
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! USER.set("alice".to_string());
+//!
+//! // asyncio.gather(fetch("a"), fetch("b"))
+//! let (a, b) = tokio::join!(fetch("a").with_current_context(), fetch("b").with_current_context());
+//! assert_eq!((a.as_str(), b.as_str()), ("alice:a", "alice:b"));
+//!
+//! // async with asyncio.TaskGroup() as tg: tg.create_task(fetch("c")); ...
+//! let mut group = tokio::task::JoinSet::new();
+//! group.spawn(fetch("c").with_current_context());
+//! group.spawn(fetch("d").with_current_context());
+//! let mut all = group.join_all().await;
+//! all.sort();
+//! assert_eq!(all, ["alice:c", "alice:d"]);
+//!
+//! // asyncio.create_task(fetch("e")), and create_task(..., context=ctx)
+//! let e = task::spawn(fetch("e"));
+//! let ctx = contextvars::Context::new().with_value(&USER, "bob".to_string());
+//! let f = tokio::spawn(fetch("f").with_context(ctx));
+//! assert_eq!(e.await.unwrap(), "alice:e");
+//! assert_eq!(f.await.unwrap(), "bob:f");
+//!
+//! assert_eq!(*USER.value(), "alice"); // no branch wrote into the caller
+//! # });
+//! ```
+//!
+//! Executors and callbacks: Python's `run_in_executor` does *not* copy the context (only
+//! `asyncio.to_thread` does); here a job carries the context you bind to it, and a callback
+//! given `context=` runs in it:
+//!
+//! ```
+//! use contextvars::{Context, ContextVar, task};
+//!
+//! static TRACE: ContextVar<&'static str> = ContextVar::new("trace");
+//!
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! TRACE.set("t-1");
+//!
+//! // asyncio.to_thread(f)
+//! let seen = task::spawn_blocking(|| TRACE.get_cloned()).await.unwrap();
+//! assert_eq!(seen, Some("t-1"));
+//!
+//! // loop.run_in_executor(pool, f), with the context carried explicitly
+//! let job = Context::current().fork().bind(|| TRACE.get_cloned());
+//! let seen = std::thread::spawn(job).join().unwrap();
+//! assert_eq!(seen, Some("t-1"));
+//!
+//! // loop.call_soon(cb, context=ctx): a callback that runs in ctx, each call in its own fork
+//! let ctx = Context::new().with_value(&TRACE, "t-2");
+//! let callback = ctx.wrap(|n: u32| format!("{}#{n}", TRACE.value()));
+//! assert_eq!(callback(1), "t-2#1");
+//! assert_eq!(callback(2), "t-2#2");
+//! # });
+//! ```
+//!
+//! asgiref's decorators wrap a function; in Rust, wrap the call. What the other side sets comes
+//! back, as in asgiref:
+//!
+//! ```
+//! use contextvars::{ContextVar, Local, task};
+//!
+//! static REQUEST: Local = Local::new();           // asgiref.local.Local()
+//! static USER: ContextVar<String> = ContextVar::new("user");
+//!
+//! // @sync_to_async
+//! // def load_user(): ...
+//! async fn load_user() -> usize {
+//!     task::sync_to_async(|| {
+//!         USER.set("alice".to_string());           // the ORM call, in a blocking thread
+//!         REQUEST.set("queries", 1usize);
+//!         *REQUEST.get::<usize>("queries").unwrap()
+//!     })
+//!     .await
+//! }
+//!
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! assert_eq!(load_user().await, 1);
+//! assert_eq!(*USER.value(), "alice");             // written back, like asgiref
+//! assert_eq!(*REQUEST.get::<usize>("queries").unwrap(), 1);
+//! # });
+//!
+//! // async_to_sync(coro)() from plain sync code
+//! let user = task::async_to_sync(async {
+//!     USER.set("bob".to_string());
+//!     tokio::task::yield_now().await;
+//!     USER.get_cloned()
+//! });
+//! assert_eq!(user.as_deref(), Some("bob"));
+//! assert_eq!(*USER.value(), "bob");
+//! ```
+//!
+//! What does not carry over: a Python `ContextVar` can be created anywhere and compared by
+//! identity; here declare them as `static`s (one created at run time works too, S1). Python
+//! collects reference cycles; here a value that holds a context it is bound in is never dropped
+//! (S26).
+//!
+//! # Porting from task_local
+//!
+//! ```
+//! use contextvars::{ContextVar, task};
+//!
+//! // tokio::task_local! { static REQUEST_ID: String; }
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! // REQUEST_ID.scope(id, fut).await — the same call
+//! let len = REQUEST_ID
+//!     .scope("req-1".to_string(), async {
+//!         // REQUEST_ID.with(|id| ..) — here the closure gets an Option<&String>
+//!         let len = REQUEST_ID.with(|id| id.map_or(0, String::len));
+//!         // REQUEST_ID.get() (T: Clone, panics when unset) — `get_cloned()` returns an Option
+//!         assert_eq!(REQUEST_ID.get_cloned().as_deref(), Some("req-1"));
+//!         // tokio::spawn does not carry a task-local; task::spawn carries a copy
+//!         let child = task::spawn(async { REQUEST_ID.get_cloned() });
+//!         assert_eq!(child.await.unwrap().as_deref(), Some("req-1"));
+//!         len
+//!     })
+//!     .await;
+//! assert_eq!(len, 5);
+//!
+//! // REQUEST_ID.sync_scope(v, f) — the same call
+//! REQUEST_ID.sync_scope("req-2".to_string(), || assert_eq!(*REQUEST_ID.value(), "req-2"));
+//! # });
+//! ```
+//!
+//! Beyond `task_local!`: `set` works anywhere inside a task that has a context of its own
+//! (`task::spawn`, `.with_current_context()`, `tower::ContextLayer`, `runtime::propagate`), and
+//! `try_with` becomes [`with`](ContextVar::with) or [`get`](ContextVar::get): a missing value is
+//! `None`, never an error. Both enter their value on every poll.
+//!
+//! # Cargo features
+//!
+//! The core — [`ContextVar`], [`Context`], [`Scoped`], [`Local`], [`thread`] — needs no runtime
+//! and depends only on `imbl` (the persistent map) and `pin-project-lite`.
+//!
+//! | feature | adds | dependencies |
+//! |---|---|---|
+//! | `tokio` (default) | the [`task`] module: `spawn`, `spawn_local`, `spawn_blocking`, `sync_to_async`, `async_to_sync`; and the S21 check, which needs Tokio to tell a task apart | `tokio` (`rt`, `rt-multi-thread`, `sync`) |
+//! | `futures` | `Stream` and `Sink` for [`Scoped`] (each `poll_next` / `poll_*` inside its context) | `futures-core`, `futures-sink` |
+//! | `tracing` | the [`tracing`] module: [`tracing::ContextFields`] for `tracing_subscriber::fmt`, text and JSON; and reports of skipped baggage members | `tracing`, `tracing-subscriber` (`fmt`, `std`, `registry`; enable its `json` feature yourself for JSON lines) |
+//! | `tower` | the [`tower`] module: [`tower::ContextLayer`], a context per request for axum, tonic and hyper | `tower-layer`, `tower-service`, `http` |
+//! | `opentelemetry` | the [`propagation`] module: [`propagation::Baggage`], chosen vars across processes as W3C Baggage; with `tower` also [`tower::PropagateLayer`] and [`tower::ContextLayer::extract`] | `opentelemetry` and `opentelemetry_sdk` 0.33 (its `BaggagePropagator`), `percent-encoding`, `http` |
+//!
+//! With `RUSTFLAGS="--cfg tokio_unstable"` (and the `tokio` feature) the `runtime` module also
+//! exists: [`runtime::propagate`] gives every task of a runtime a context of its own through
+//! Tokio's unstable task hooks (S24). It adds no dependency; it needs the flag because Tokio's
+//! hooks do.
+//!
+//! # MSRV and semver policy
+//!
+//! The minimum supported Rust version is **1.85** (edition 2024, `rust-version` in `Cargo.toml`); raising it is
+//! done only in a release that bumps the version's first non-zero number (0.1 → 0.2), like any
+//! breaking change. The semantics below are part of the API: a change to a numbered rule is a
+//! breaking change.
+//!
+//! opentelemetry's `Injector` and `Extractor` traits appear in [`propagation::Baggage`]'s
+//! signatures, so they are public API of this crate: the `opentelemetry` feature follows
+//! opentelemetry's releases (today its 0.33 line), and moving to a new opentelemetry line is a
+//! breaking release of this crate.
+//!
+//! # How it works inside
+//!
+//! - **The map.** A [`Context`] is an `Arc` around a persistent map from variable id to binding
+//!   (the value as an `Arc<dyn Any + Send + Sync>`, plus the variable's [`Inherit`] policy). Up to
+//!   16 bindings it is a flat array, scanned linearly, copied whole on write when shared and
+//!   changed in place when not; beyond 16 it becomes a hash array mapped trie (`imbl`) whose
+//!   writes copy only the path to the changed entry. Copying a context clones one `Arc`.
+//! - **Ids.** Each [`ContextVar`] takes an id from a global counter on first use (never reused,
+//!   S1); each context has an id that tokens check (S5).
+//! - **The current context.** A thread-local slot holds the thread's current context and counts
+//!   the contexts entered on the thread. [`Context::run`], a [`Scoped`] poll and the bridges swap
+//!   a context into the slot and get a guard that swaps the previous one back when it drops — on
+//!   return and on panic (S9, S11). A reader that runs user code ([`ContextVar::with`]) keeps its
+//!   own handle on the context, so that code may `set` freely: the write copies first.
+//! - **The S21 check.** Only a write with no context entered on the thread asks Tokio whether it
+//!   runs inside a task (`tokio::task::try_id()`); inside any entered context it costs one
+//!   counter compare.
+//! - **Costs** (2-core CI machine, rough orders): a read is a thread-local access and a lookup,
+//!   under 10 ns; a copy is ~5 ns at any size; a `set` allocates its `Arc` and costs tens of
+//!   nanoseconds, more when a copy must be made first; a [`Scoped`] poll adds ~15 ns; a
+//!   `task::spawn` ~100 ns over `tokio::spawn`; [`tower::ContextLayer`] ~90 ns per request.
+//!   Every figure, with its command and its baseline (`thread_local!`, `task_local!`,
+//!   `opentelemetry::Context`), is in
+//!   [BENCHMARKS.md](https://github.com/contextvars-rs/contextvars/blob/main/BENCHMARKS.md).
+//!
 //! # Semantics
 //!
-//! The numbered rules (S1…S20) that the tests check are in the repository's `API.md`
-//! contract; each public item's docs say which rules it follows.
+//! The numbered rules below are the contract the tests check; item docs and tests cite them as
+//! (S1)…(S26).
+//!
+//! - <a id="s1"></a>**S1 — identity.** Each [`ContextVar`] is a distinct key, even with the same
+//!   name and type as another. Declare variables as `static`s; one created at run time also works
+//!   and is never confused with another, because ids are never reused. Equality and hashing of
+//!   [`ContextVar`] and [`VarKey`] are by identity.
+//! - <a id="s2"></a>**S2 — reading.** [`ContextVar::get`] returns the value in the current context;
+//!   else the variable's default ([`ContextVar::with_default`]), created once on first use and
+//!   shared like a Python default object; else `None`. [`get_cloned`](ContextVar::get_cloned) and
+//!   [`value`](ContextVar::value) read the same value.
+//! - <a id="s3"></a>**S3 — borrowing.** [`ContextVar::with`] gives its closure a borrow of the value
+//!   `get` would return, with no `Arc` clone. The closure may call any API of the crate (`set`,
+//!   `run`, …) without panic or deadlock, and keeps seeing the value it was given.
+//! - <a id="s4"></a>**S4 — writing.** [`ContextVar::set`] (and [`set_arc`](ContextVar::set_arc),
+//!   [`set_guarded`](ContextVar::set_guarded)) changes the current context only; every earlier copy
+//!   keeps its value. It returns a [`Token`] holding the previous value (`None` if the variable
+//!   was not set; a default does not count as set).
+//! - <a id="s5"></a>**S5 — resetting.** [`ContextVar::reset`] restores the value the token
+//!   recorded — removes the variable if it was not set — whatever was set in between. It consumes
+//!   the token, so a token cannot be used twice (Python's `RuntimeError` becomes a compile error).
+//!   [`ResetError::WrongVar`]: the token came from another variable. [`ResetError::WrongContext`]:
+//!   it was made in another context than the current one, and a copy (`clone`, [`copy_context`],
+//!   [`Context::fork`]) counts as another context. When both are wrong, `WrongVar` wins (Python's
+//!   order). A failed reset drops the token and changes nothing; so does a [`SetGuard`] dropped in
+//!   another context.
+//! - <a id="s6"></a>**S6 — threads start empty.** Each OS thread starts with an empty context,
+//!   except threads started by [`thread::spawn`].
+//! - <a id="s7"></a>**S7 — copies.** [`Context::current`] / [`copy_context`] is O(1) and shallow:
+//!   later `set`s on either side are not seen by the other.
+//! - <a id="s8"></a>**S8 — shallow.** Values are shared `Arc`s: a value with interior mutability
+//!   mutated through one context is seen through every copy — the pitfall Python users meet with a
+//!   mutable default. See [the shallow-copy pitfall](#the-shallow-copy-pitfall), and
+//!   [`Inherit::Fork`] for the per-variable fix.
+//! - <a id="s9"></a>**S9 — running in a context.** [`Context::run`] runs its closure with that
+//!   context current; what the closure sets stays in the context afterwards, and the previous
+//!   current context is back after `run` — also when the closure panics, and then the context
+//!   keeps what was set before the panic (as in Python). `run` takes `&mut self`, so entering one
+//!   context twice at once does not compile (Python's `RuntimeError`).
+//! - <a id="s10"></a>**S10 — a context's own bindings.** [`Context::get`], [`Context::contains`],
+//!   [`Context::len`] and [`Context::iter`] see only values set in that context, never defaults.
+//! - <a id="s11"></a>**S11 — nesting.** Nested [`Context::run`]s and nested [`Scoped`] polls
+//!   restore correctly, in LIFO order.
+//! - <a id="s12"></a>**S12 — futures.** A [`Scoped`] makes its context current for every poll of
+//!   the inner future and for its drop; what the future sets stays in the `Scoped`'s context across
+//!   `.await`s and is invisible to other tasks, even on a multi-thread runtime with work stealing.
+//!   [`FutureExt::with_context`] and [`FutureExt::with_current_context`] make one.
+//! - <a id="s13"></a>**S13 — unwrapped futures.** A future that is not inside a [`Scoped`] runs in
+//!   whatever context its thread has. [`task::spawn`], [`FutureExt::with_current_context`],
+//!   [`tower::ContextLayer`] and [`runtime::propagate`] give it its own. Writes there are refused
+//!   (S21), so nothing is shared silently.
+//! - <a id="s14"></a>**S14 — scopes.** [`ContextVar::scope`] and [`ContextVar::sync_scope`] run with a
+//!   copy of the current context, taken at the call, in which the variable is set; nothing leaks
+//!   out afterwards.
+//! - <a id="s15"></a>**S15 — spawning.** [`task::spawn`], [`task::spawn_local`],
+//!   [`task::spawn_blocking`] and [`thread::spawn`] take the fork at the call, like
+//!   `asyncio.create_task`: later changes in the parent are not seen by the child, and the child's
+//!   are not seen by the parent.
+//! - <a id="s16"></a>**S16 — `sync_to_async`.** [`task::sync_to_async`] runs its closure on the
+//!   blocking pool in a fork of the caller's context. When it returns, the caller's context
+//!   receives exactly the bindings that differ (by `Arc` identity) between that fork and the
+//!   closure's context at the end — set, changed or removed — as if the closure had run inline
+//!   (asgiref's copy-in/copy-out). What the fork itself changed by policy (S20) is not written
+//!   back, and bindings the closure did not touch stay as the caller has them. If the closure
+//!   panics, what it set before the panic is written back too, then the panic resumes in the
+//!   caller. The pool thread is never left with a dirty context.
+//! - <a id="s17"></a>**S17 — `async_to_sync`.** [`task::async_to_sync`] runs a future to completion
+//!   from sync code, in a copy of the thread's current context — on the runtime of the enclosing
+//!   `sync_to_async` or `spawn_blocking` if any, else on a private runtime kept per thread — and
+//!   its changes come back as in S16. It works wherever Tokio allows blocking: a plain thread, a
+//!   thread that only entered a runtime, inside `block_in_place`, a blocking job of this crate.
+//!   Where blocking is not allowed (directly inside a task's poll or a `block_on`) it panics with a
+//!   message naming `async_to_sync`, never deadlocks. Nested bridges never deadlock, however small
+//!   the blocking pool: sync code reached through `async_to_sync` → `sync_to_async` runs on the
+//!   thread already blocked in `async_to_sync` (asgiref's thread-sensitive rule).
+//! - <a id="s18"></a>**S18 — `Local`.** A [`Local`] keeps its attributes in the current context as
+//!   one copy-on-write map (one hidden variable per `Local`): each task sees its own; children see
+//!   the parent's attributes at fork time; `set` or `remove` in a child never changes the parent;
+//!   the bridges (S16, S17) carry them both ways, attribute by attribute, so attributes the other
+//!   side did not touch stay as the caller has them. Values are not tied to an OS thread, since
+//!   Tokio moves tasks between threads. All methods are thread-safe; `get` of a missing name or of
+//!   the wrong type is a [`LocalError`].
+//! - <a id="s19"></a>**S19 — thread-critical `Local`.** Values of a [`Local::thread_critical`] are
+//!   never carried by a fork, a bridge or [`thread::spawn`]. In plain code they belong to the
+//!   thread; inside a [`Scoped`] poll they belong to that task, and move with it.
+//! - <a id="s20"></a>**S20 — forking.** [`Context::fork`] is `clone` plus each variable's
+//!   [`Inherit`] policy: [`Inherit::Share`] keeps the `Arc`, [`Inherit::Fork`] stores a new value
+//!   computed from the old, [`Inherit::None`] drops it. With no such variables a fork costs what a
+//!   clone costs. Policies apply to bound values only: a default is never bound (S10), so it stays
+//!   one shared object (S2) — bind a fresh value, or bind before spawning with `Inherit::Fork`.
+//! - <a id="s21"></a>**S21 — no silent sharing.** A write ([`ContextVar::set`],
+//!   [`set_arc`](ContextVar::set_arc), [`set_guarded`](ContextVar::set_guarded),
+//!   [`reset`](ContextVar::reset), [`Local::set`], [`Local::remove`]) inside a Tokio task while no
+//!   context is entered on the thread — the task is not inside a [`Scoped`], a `run`, a
+//!   `sync_scope`, or a runtime with [`runtime::propagate`] — would land in the worker thread's
+//!   context, which every unwrapped task on that thread shares. It panics instead, with a message
+//!   that names the call and the fixes. The root future of `block_on` / `#[tokio::main]` is not a
+//!   task: writes there are allowed, as in plain code. Reads are never refused. The rule covers
+//!   thread-critical `Local`s, plain `tokio::task::spawn_blocking` closures, and a bridge's
+//!   write-back into an unwrapped task; a `reset` there panics before any token check. See
+//!   [isolation by default](#isolation-by-default).
+//! - <a id="s22"></a>**S22 — one context per request.** Behind [`tower::ContextLayer`], each
+//!   request's `call` and its whole response future run in their own fork of the context current
+//!   at `call`: what the handler and the middleware below the layer `set` stays in that request and
+//!   never reaches another, and children spawned with [`task::spawn`] inherit it. The service is
+//!   `Clone` when the inner one is, and adds no boxing (its future is a [`Scoped`]).
+//! - <a id="s23"></a>**S23 — callbacks and pools.** [`Context::wrap`] makes an `Fn` that runs each
+//!   call in its own fork of the captured context, as if each call were a task: what one call sets
+//!   is seen by no other call, by the caller, or by the pool thread afterwards. `JoinSet`, `join!`,
+//!   `select!`, `join_all` and `FuturesUnordered` get one context per future with
+//!   `.with_current_context()` on each ([examples](#isolation-by-default)).
+//! - <a id="s24"></a>**S24 — a whole runtime.** With [`runtime::propagate`] (`--cfg
+//!   tokio_unstable`), tasks spawned by any code on that runtime get a fork of the spawner's context
+//!   taken at the spawn call, their own context on every poll and for their drop, and leave
+//!   nothing on the worker; `block_on`'s root future keeps the calling thread's context. What
+//!   Tokio's hooks do not report is not covered: plain `spawn_blocking` jobs (they start empty and
+//!   their writes are refused by S21; [`task::spawn_blocking`] forks as usual), tasks in a
+//!   `LocalSet`, and futures Tokio drops at runtime shutdown outside the poll hooks. A task whose
+//!   next poll starts on another worker before the previous poll's after-hook ran is handed over
+//!   without a race.
+//! - <a id="s25"></a>**S25 — across processes.** [`propagation::Baggage`] carries chosen variables
+//!   between processes as W3C Baggage members, written and read by opentelemetry's
+//!   `BaggagePropagator`. The crate percent-encodes each value itself, so any string round-trips
+//!   exactly except leading and trailing whitespace, which the format trims. Writing into
+//!   `http::HeaderMap`s (`inject_headers`, [`tower::PropagateLayer`]) keeps members that are not
+//!   ours and replaces stale ones of ours; `inject` into an opentelemetry `Injector` writes only
+//!   ours. Opentelemetry's limits apply (8,192 bytes, 64 members): an oversized header is cut at
+//!   member boundaries, never mid-value. Bad input — a malformed header, a bad escape, invalid
+//!   UTF-8, a value that does not parse with `FromStr` — is skipped member by member (and reported
+//!   through `tracing` with that feature): never a panic, never a garbled value. Only the variables
+//!   named in the `Baggage` are read: the list is the trust boundary.
+//!   [`tower::ContextLayer::extract`] seeds each request's context from its headers.
+//! - <a id="s26"></a>**S26 — cycles.** A value that holds a [`Context`] in which it is itself bound
+//!   is an `Arc` cycle and is never dropped (Python's garbage collector would collect it). Hold a
+//!   `Weak` instead, or take the value out before the context goes.
 //!
 //! [`contextvars`]: https://docs.python.org/3/library/contextvars.html
+// The guide links to items that exist only with some features; without them, these link
+// definitions point to the "Cargo features" section, so the docs build in every configuration.
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "[`task`]: #cargo-features\n[`task::spawn`]: #cargo-features\n\
+           [`task::spawn_local`]: #cargo-features\n[`task::spawn_blocking`]: #cargo-features\n\
+           [`task::sync_to_async`]: #cargo-features\n[`task::async_to_sync`]: #cargo-features"
+)]
+#![cfg_attr(
+    not(feature = "tracing"),
+    doc = "[`tracing`]: #cargo-features\n[`tracing::ContextFields`]: #cargo-features"
+)]
+#![cfg_attr(
+    not(feature = "tower"),
+    doc = "[`tower`]: #cargo-features\n[`tower::ContextLayer`]: #cargo-features"
+)]
+#![cfg_attr(
+    not(feature = "opentelemetry"),
+    doc = "[`propagation`]: #cargo-features\n[`propagation::Baggage`]: #cargo-features"
+)]
+#![cfg_attr(
+    not(all(feature = "tower", feature = "opentelemetry")),
+    doc = "[`tower::PropagateLayer`]: #cargo-features\n\
+           [`tower::ContextLayer::extract`]: #cargo-features"
+)]
+#![cfg_attr(
+    not(all(tokio_unstable, feature = "tokio")),
+    doc = "[`runtime::propagate`]: #cargo-features"
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -353,6 +780,7 @@
 mod context;
 mod current;
 mod error;
+mod guard;
 mod id;
 mod isolation;
 mod local;
@@ -378,6 +806,7 @@ mod var;
 
 pub use context::{Context, Iter, copy_context};
 pub use error::{LocalError, ResetError};
+pub use guard::SetGuard;
 pub use local::Local;
 pub use scoped::{FutureExt, Scoped};
 pub use var::{ContextVar, Inherit, Token, VarKey};

@@ -18,8 +18,8 @@ type Attributes = imbl::HashMap<String, Arc<dyn Any + Send + Sync>>;
 ///
 /// Each task (each [`Context`](crate::Context)) sees its own attributes; a child task, thread or
 /// bridge starts with the parent's attributes as of the fork, and a `set` or `remove` in a child
-/// never changes the parent. [`task::sync_to_async`](crate::task::sync_to_async) and
-/// [`task::async_to_sync`](crate::task::async_to_sync) carry changes back, as asgiref does (S18),
+/// never changes the parent. [`task::sync_to_async`] and
+/// [`task::async_to_sync`] carry changes back, as asgiref does (S18),
 /// attribute by attribute: attributes the other side did not touch stay as the caller has them,
 /// even when the caller changed others meanwhile.
 /// In plain threaded code with no context entered, the current context is the thread's own, so a
@@ -52,6 +52,16 @@ type Attributes = imbl::HashMap<String, Arc<dyn Any + Send + Sync>>;
 /// .unwrap();
 /// assert_eq!(REQUEST.get::<String>("id").unwrap().as_str(), "req-1");
 /// ```
+#[cfg_attr(
+    feature = "tokio",
+    doc = "[`task::sync_to_async`]: crate::task::sync_to_async\n\
+           [`task::async_to_sync`]: crate::task::async_to_sync"
+)]
+#[cfg_attr(
+    not(feature = "tokio"),
+    doc = "[`task::sync_to_async`]: crate#cargo-features\n\
+           [`task::async_to_sync`]: crate#cargo-features"
+)]
 pub struct Local {
     attributes: ContextVar<Attributes>,
     thread_critical: bool,
@@ -155,6 +165,15 @@ impl Local {
             name: name.to_owned(),
             expected: type_name::<T>(),
         })
+    }
+
+    /// Attribute `name` if it is set and is a `T`; unlike [`get`](Local::get), allocates
+    /// nothing when it is not (the `tracing` formatter reads it on every event).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn get_if<T: Send + Sync + 'static>(&self, name: &str) -> Option<Arc<T>> {
+        self.with_attributes(|attributes| attributes.and_then(|a| a.get(name)).cloned())?
+            .downcast::<T>()
+            .ok()
     }
 
     /// Removes attribute `name` from the current context (Python's `del local.name`).

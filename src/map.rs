@@ -1,19 +1,29 @@
 //! The persistent map behind [`Context`](crate::Context): variable id → binding.
 //!
+//! Storage is a leaf: generic over the key (anything that is its numeric id, [`MapKey`]) and the
+//! value, it imports nothing of the crate.
+//!
 //! Small contexts (the common case: a request id, a user, a deadline) are a flat array behind an
 //! `Arc`, copied whole on write when shared and changed in place when not; past
 //! [`SMALL_CAPACITY`] bindings the map becomes a hash array mapped trie (`imbl`), whose writes
 //! copy only the path to the changed entry. Both are O(1) to clone. The threshold and the gain
 //! are measured in `benches/growth.rs` (see BENCHMARKS.md).
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::borrow::Borrow;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use imbl::GenericHashMap;
 use imbl::shared_ptr::DefaultSharedPtr;
 
-use crate::context::Binding;
-use crate::var::VarKey;
+/// A key of a [`VarMap`]: a small integer id, plus whatever the user keeps beside it. It must
+/// hash and compare as its id (the trie is looked up by id).
+pub(crate) trait MapKey: Copy + Eq + Hash + Borrow<u64> {
+    #[inline]
+    fn id(&self) -> u64 {
+        *self.borrow()
+    }
+}
 
 /// Up to this many bindings the map is a flat array. Measured: a linear scan of 16 ids costs
 /// about what a trie lookup costs, and copying 16 entries is cheaper than copying a trie node.
@@ -43,28 +53,28 @@ impl Hasher for IdHasher {
     }
 }
 
-type Trie = GenericHashMap<VarKey, Binding, BuildHasherDefault<IdHasher>, DefaultSharedPtr>;
+type Trie<K, V> = GenericHashMap<K, V, BuildHasherDefault<IdHasher>, DefaultSharedPtr>;
 
 #[derive(Clone)]
-struct Entry {
-    key: VarKey,
-    binding: Binding,
+struct Entry<K, V> {
+    key: K,
+    binding: V,
 }
 
 #[derive(Clone)]
-enum Repr {
+enum Repr<K, V> {
     /// `None` is the empty map, so that an empty context allocates nothing.
-    Small(Option<Arc<Vec<Entry>>>),
-    Large(Trie),
+    Small(Option<Arc<Vec<Entry<K, V>>>>),
+    Large(Trie<K, V>),
 }
 
 /// See the module docs.
 #[derive(Clone)]
-pub(crate) struct VarMap {
-    repr: Repr,
+pub(crate) struct VarMap<K, V> {
+    repr: Repr<K, V>,
 }
 
-impl Default for VarMap {
+impl<K, V> Default for VarMap<K, V> {
     fn default() -> Self {
         VarMap {
             repr: Repr::Small(None),
@@ -72,9 +82,9 @@ impl Default for VarMap {
     }
 }
 
-impl VarMap {
+impl<K: MapKey, V: Clone> VarMap<K, V> {
     #[inline]
-    pub(crate) fn get(&self, id: u64) -> Option<&Binding> {
+    pub(crate) fn get(&self, id: u64) -> Option<&V> {
         match &self.repr {
             Repr::Small(Some(entries)) => entries
                 .iter()
@@ -99,7 +109,7 @@ impl VarMap {
     }
 
     /// Binds `key`; returns the displaced binding.
-    pub(crate) fn insert(&mut self, key: VarKey, binding: Binding) -> Option<Binding> {
+    pub(crate) fn insert(&mut self, key: K, binding: V) -> Option<V> {
         match &mut self.repr {
             Repr::Small(slot) => {
                 let entries = Arc::make_mut(slot.get_or_insert_with(Default::default));
@@ -117,7 +127,7 @@ impl VarMap {
     }
 
     /// Unbinds `id`; returns the binding.
-    pub(crate) fn remove(&mut self, id: u64) -> Option<Binding> {
+    pub(crate) fn remove(&mut self, id: u64) -> Option<V> {
         match &mut self.repr {
             Repr::Small(slot) => {
                 // Look before `make_mut`, so that removing an absent key copies nothing.
@@ -131,7 +141,7 @@ impl VarMap {
 
     /// Whether both maps are the same allocation (so certainly equal).
     #[inline]
-    pub(crate) fn ptr_eq(&self, other: &VarMap) -> bool {
+    pub(crate) fn ptr_eq(&self, other: &VarMap<K, V>) -> bool {
         match (&self.repr, &other.repr) {
             (Repr::Small(None), Repr::Small(None)) => true,
             (Repr::Small(Some(a)), Repr::Small(Some(b))) => Arc::ptr_eq(a, b),
@@ -140,7 +150,7 @@ impl VarMap {
         }
     }
 
-    pub(crate) fn iter(&self) -> Iter<'_> {
+    pub(crate) fn iter(&self) -> Iter<'_, K, V> {
         Iter {
             inner: match &self.repr {
                 Repr::Small(entries) => {
@@ -153,12 +163,12 @@ impl VarMap {
 
     /// Turns a full flat array into a trie.
     #[cold]
-    fn grow(&mut self) -> &mut Trie {
+    fn grow(&mut self) -> &mut Trie<K, V> {
         let entries = match &self.repr {
             Repr::Small(Some(entries)) => entries.iter(),
             _ => [].iter(),
         };
-        let trie: Trie = entries
+        let trie: Trie<K, V> = entries
             .map(|entry| (entry.key, entry.binding.clone()))
             .collect();
         self.repr = Repr::Large(trie);
@@ -170,17 +180,17 @@ impl VarMap {
 }
 
 /// Iterator over a [`VarMap`]'s bindings, in no particular order.
-pub(crate) struct Iter<'a> {
-    inner: IterRepr<'a>,
+pub(crate) struct Iter<'a, K, V> {
+    inner: IterRepr<'a, K, V>,
 }
 
-enum IterRepr<'a> {
-    Small(std::slice::Iter<'a, Entry>),
-    Large(imbl::hashmap::Iter<'a, VarKey, Binding, DefaultSharedPtr>),
+enum IterRepr<'a, K, V> {
+    Small(std::slice::Iter<'a, Entry<K, V>>),
+    Large(imbl::hashmap::Iter<'a, K, V, DefaultSharedPtr>),
 }
 
-impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a VarKey, &'a Binding);
+impl<'a, K, V> Iterator for Iter<'a, K, V> {
+    type Item = (&'a K, &'a V);
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
@@ -201,42 +211,40 @@ impl<'a> Iterator for Iter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::Policy;
-    use crate::var::ContextVar;
 
-    fn binding(n: u64) -> Binding {
-        Binding {
-            value: Arc::new(n),
-            policy: Policy::Share,
+    /// A key that is its id, as the map requires.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    struct Id(u64);
+
+    impl Borrow<u64> for Id {
+        fn borrow(&self) -> &u64 {
+            &self.0
         }
     }
 
-    fn value(b: &Binding) -> u64 {
-        *b.value.downcast_ref::<u64>().unwrap()
-    }
+    impl MapKey for Id {}
 
     #[test]
     fn behaves_like_a_map_across_the_small_to_large_threshold() {
-        let vars: Vec<ContextVar<u64>> = (0..(3 * SMALL_CAPACITY))
-            .map(|_| ContextVar::new("m"))
+        let keys: Vec<Id> = (0..(3 * SMALL_CAPACITY as u64))
+            .map(|i| Id(i * 7 + 1))
             .collect();
-        let mut map = VarMap::default();
+        let mut map: VarMap<Id, Arc<u64>> = VarMap::default();
         let mut model = std::collections::HashMap::new();
         for round in 0..3u64 {
-            for (i, var) in vars.iter().enumerate() {
+            for (i, key) in keys.iter().enumerate() {
                 let n = round * 1000 + i as u64;
-                let old = map.insert(var.key(), binding(n));
-                assert_eq!(old.map(|b| value(&b)), model.insert(var.key().id(), n));
+                let old = map.insert(*key, Arc::new(n));
+                assert_eq!(old.map(|b| *b), model.insert(key.0, n));
                 let snapshot = map.clone();
                 if i % 3 == 0 {
-                    let removed = map.remove(var.key().id()).map(|b| value(&b));
-                    assert_eq!(removed, model.remove(&var.key().id()));
-                    assert_eq!(snapshot.get(var.key().id()).map(value), Some(n));
+                    let removed = map.remove(key.0).map(|b| *b);
+                    assert_eq!(removed, model.remove(&key.0));
+                    assert_eq!(snapshot.get(key.0).map(|b| **b), Some(n));
                 }
                 assert_eq!(map.len(), model.len());
-                for var in &vars {
-                    let id = var.key().id();
-                    assert_eq!(map.get(id).map(value), model.get(&id).copied());
+                for key in &keys {
+                    assert_eq!(map.get(key.0).map(|b| **b), model.get(&key.0).copied());
                 }
                 assert_eq!(map.iter().count(), model.len());
             }
@@ -246,17 +254,17 @@ mod tests {
 
     #[test]
     fn removing_an_absent_key_does_not_copy_a_shared_array() {
-        let var = ContextVar::<u64>::new("x");
-        let mut map = VarMap::default();
-        map.insert(var.key(), binding(1));
+        let mut map: VarMap<Id, u64> = VarMap::default();
+        map.insert(Id(1), 1);
         let snapshot = map.clone();
-        assert!(map.remove(var.key().id() + 1_000_000).is_none());
+        assert!(map.remove(1_000_000).is_none());
         assert!(map.ptr_eq(&snapshot));
     }
 
     #[test]
     fn empty_maps_are_equal_and_allocate_nothing() {
-        assert!(VarMap::default().ptr_eq(&VarMap::default()));
-        assert!(matches!(VarMap::default().repr, Repr::Small(None)));
+        let empty: VarMap<Id, u64> = VarMap::default();
+        assert!(empty.ptr_eq(&VarMap::default()));
+        assert!(matches!(empty.repr, Repr::Small(None)));
     }
 }

@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 
 use crate::context::Context;
 use crate::current::{self, Critical, TaskEntry};
+use crate::var::ContextVar;
 
 pin_project! {
     /// A future that makes its [`Context`] current for every poll of the inner future and while
@@ -193,6 +194,56 @@ impl<F> Scoped<F> {
             critical: this.critical,
         };
         current::run_in(entry, || f(inner.as_pin_mut().expect(INNER_PRESENT)))
+    }
+}
+
+/// The futures side of [`Context`]: kept here so that the core knows no futures.
+impl Context {
+    /// Wraps `fut` so that every poll runs in this context (S12).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar};
+    ///
+    /// static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let ctx = Context::new().with_value(&REQUEST_ID, 42);
+    /// let seen = ctx.scope(async { REQUEST_ID.get() }).await;
+    /// assert_eq!(seen.as_deref(), Some(&42));
+    /// # });
+    /// ```
+    pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
+        Scoped::new(self, fut)
+    }
+}
+
+/// The futures side of [`ContextVar`].
+impl<T: Send + Sync + 'static> ContextVar<T> {
+    /// Wraps `fut` so that it runs in a copy of the current context (taken now) in which this
+    /// variable is `value` (S14). Nothing the future sets leaks out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    ///
+    /// static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let id = REQUEST_ID
+    ///     .scope("req-1".to_string(), async {
+    ///         tokio::task::yield_now().await;
+    ///         REQUEST_ID.get()
+    ///     })
+    ///     .await;
+    /// assert_eq!(id.as_deref().map(String::as_str), Some("req-1"));
+    /// assert!(REQUEST_ID.get().is_none());
+    /// # });
+    /// ```
+    pub fn scope<F: Future>(&self, value: T, fut: F) -> Scoped<F> {
+        Scoped::new(self.scoped_context(value), fut)
     }
 }
 

@@ -1,8 +1,19 @@
 //! Context variables on every `tracing` event: a formatter for `tracing_subscriber::fmt`.
 //!
 //! [`ContextFields`] lists the variables (or [`Local`] attributes) to show; [`ContextFields::wrap`]
-//! puts them, as `name=value`, in front of every line that the formatter you already use writes.
-//! A variable that is not set in the context of the event is left out.
+//! adds them to every line that the formatter you already use writes:
+//!
+//! - a text formatter (`tracing_subscriber::fmt::format()`, `.compact()`, `.pretty()`, your
+//!   own): `name=value` in front of the line;
+//! - the JSON formatter (`fmt::format().json()`, tracing-subscriber's `json` feature): top-level
+//!   string members of each JSON object, `{"request_id":"req-1","timestamp":…}`, so the line
+//!   stays one valid JSON object.
+//!
+//! A variable shows its [`Display`](fmt::Display) ([`var`](ContextFields::var)), its
+//! [`Debug`](fmt::Debug) ([`var_debug`](ContextFields::var_debug)) or what a formatting function
+//! of yours writes ([`var_fmt`](ContextFields::var_fmt)). A variable that is not set in the
+//! context of the event (and has no default) is left out: it writes nothing and allocates
+//! nothing.
 //!
 //! ```
 //! use contextvars::ContextVar;
@@ -22,8 +33,34 @@
 //!     // prints: request_id=req-1  INFO rust_out: handling
 //! });
 //! ```
+//!
+//! JSON lines for a log pipeline (enable tracing-subscriber's `json` feature in your own
+//! `Cargo.toml`; this crate does not need it):
+//!
+//! ```
+//! use contextvars::ContextVar;
+//! use contextvars::tracing::ContextFields;
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! let subscriber = tracing_subscriber::fmt()
+//!     .json()
+//!     .event_format(
+//!         ContextFields::new()
+//!             .var(&REQUEST_ID)
+//!             .wrap(tracing_subscriber::fmt::format().json()),
+//!     )
+//!     .finish();
+//! tracing::subscriber::with_default(subscriber, || {
+//!     REQUEST_ID.sync_scope("req-1".to_string(), || tracing::info!("handling"));
+//!     // prints: {"request_id":"req-1","timestamp":"…","level":"INFO","fields":{"message":"handling"},…}
+//! });
+//! ```
+//!
+//! Values are written as JSON strings. Give the variables names that do not clash with the
+//! formatter's own keys (`timestamp`, `level`, `fields`, `target`, `span`, `spans`).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use ::tracing::{Event, Subscriber};
 use ::tracing_subscriber::fmt::format::Writer;
@@ -33,12 +70,13 @@ use ::tracing_subscriber::registry::LookupSpan;
 use crate::local::Local;
 use crate::var::ContextVar;
 
-/// Writes one field if it is set; `Ok(false)` if it is not.
-type WriteField = Box<dyn Fn(&mut Writer<'_>) -> Result<bool, fmt::Error> + Send + Sync>;
+/// Calls the sink with the field's value if it is set in the current context, else does nothing.
+type Show =
+    Box<dyn Fn(&mut dyn FnMut(&dyn fmt::Display) -> fmt::Result) -> fmt::Result + Send + Sync>;
 
 struct Field {
     name: &'static str,
-    write: WriteField,
+    show: Show,
 }
 
 /// The context variables to show on every event; see the [module docs](self).
@@ -49,15 +87,20 @@ struct Field {
 /// use contextvars::{ContextVar, Local};
 /// use contextvars::tracing::ContextFields;
 ///
+/// #[derive(Debug)]
+/// struct User { id: u64 }
+///
 /// static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
 /// static TENANT: ContextVar<&'static str> = ContextVar::new("tenant");
+/// static USER: ContextVar<User> = ContextVar::new("user");
 /// static REQUEST: Local = Local::new();
 ///
 /// let fields = ContextFields::new()
 ///     .var(&REQUEST_ID)
 ///     .var(&TENANT)
-///     .local::<u64>(&REQUEST, "user_id");
-/// assert_eq!(fields.names(), ["request_id", "tenant", "user_id"]);
+///     .var_fmt(&USER, |user, f| write!(f, "u{}", user.id))
+///     .local::<u64>(&REQUEST, "attempt");
+/// assert_eq!(fields.names(), ["request_id", "tenant", "user", "attempt"]);
 /// ```
 #[derive(Default)]
 pub struct ContextFields {
@@ -77,7 +120,7 @@ impl ContextFields {
         ContextFields::default()
     }
 
-    /// Shows `var` as `name=value` (its [`Display`](fmt::Display)) when it is set.
+    /// Shows `var`'s [`Display`](fmt::Display) when it has a value (set, or its default).
     ///
     /// # Examples
     ///
@@ -86,21 +129,58 @@ impl ContextFields {
     /// let fields = contextvars::tracing::ContextFields::new().var(&USER);
     /// assert_eq!(fields.names(), ["user"]);
     /// ```
-    pub fn var<T>(mut self, var: &'static ContextVar<T>) -> ContextFields
+    pub fn var<T>(self, var: &'static ContextVar<T>) -> ContextFields
     where
         T: fmt::Display + Send + Sync + 'static,
     {
-        let name = var.name();
-        self.fields.push(Field {
-            name,
-            write: Box::new(move |writer| {
-                var.with(|value| match value {
-                    Some(value) => write!(writer, "{name}={value} ").map(|()| true),
-                    None => Ok(false),
-                })
-            }),
-        });
-        self
+        self.field(var.name(), move |sink| {
+            var.with(|value| value.map_or(Ok(()), |value| sink(value)))
+        })
+    }
+
+    /// Shows `var`'s [`Debug`](fmt::Debug), for types that are not `Display`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// static ROLES: contextvars::ContextVar<Vec<&'static str>> = contextvars::ContextVar::new("roles");
+    /// let fields = contextvars::tracing::ContextFields::new().var_debug(&ROLES);
+    /// assert_eq!(fields.names(), ["roles"]);
+    /// // with ROLES = ["admin"], lines show: roles=["admin"]
+    /// ```
+    pub fn var_debug<T>(self, var: &'static ContextVar<T>) -> ContextFields
+    where
+        T: fmt::Debug + Send + Sync + 'static,
+    {
+        self.field(var.name(), move |sink| {
+            var.with(|value| value.map_or(Ok(()), |value| sink(&DebugAsDisplay(value))))
+        })
+    }
+
+    /// Shows what `format` writes for `var`'s value: the shape of [`Display::fmt`](fmt::Display::fmt),
+    /// for types that are neither `Display` nor `Debug`, or to show a part of a value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::tracing::ContextFields;
+    ///
+    /// struct Session { user: String, secret: String }
+    /// static SESSION: ContextVar<Session> = ContextVar::new("user");
+    ///
+    /// // Only the user name goes to the logs, never the secret.
+    /// let fields = ContextFields::new().var_fmt(&SESSION, |s, f| f.write_str(&s.user));
+    /// assert_eq!(fields.names(), ["user"]);
+    /// ```
+    pub fn var_fmt<T, F>(self, var: &'static ContextVar<T>, format: F) -> ContextFields
+    where
+        T: Send + Sync + 'static,
+        F: Fn(&T, &mut fmt::Formatter<'_>) -> fmt::Result + Send + Sync + 'static,
+    {
+        self.field(var.name(), move |sink| {
+            var.with(|value| value.map_or(Ok(()), |value| sink(&FnAsDisplay(value, &format))))
+        })
     }
 
     /// Shows attribute `name` of `local`, read as a `T`, when it is set and is a `T`.
@@ -112,18 +192,14 @@ impl ContextFields {
     /// let fields = contextvars::tracing::ContextFields::new().local::<String>(&REQUEST, "id");
     /// assert_eq!(fields.names(), ["id"]);
     /// ```
-    pub fn local<T>(mut self, local: &'static Local, name: &'static str) -> ContextFields
+    pub fn local<T>(self, local: &'static Local, name: &'static str) -> ContextFields
     where
         T: fmt::Display + Send + Sync + 'static,
     {
-        self.fields.push(Field {
-            name,
-            write: Box::new(move |writer| match local.get::<T>(name) {
-                Ok(value) => write!(writer, "{name}={value} ").map(|()| true),
-                Err(_) => Ok(false),
-            }),
-        });
-        self
+        self.field(name, move |sink| match local.get_if::<T>(name) {
+            Some(value) => sink(&*value),
+            None => Ok(()),
+        })
     }
 
     /// The names of the fields, in the order they are written.
@@ -139,7 +215,11 @@ impl ContextFields {
     }
 
     /// Wraps `inner`, the event formatter in use (`tracing_subscriber::fmt::format()`, its
-    /// `.compact()` or `.json()`-free variants, or your own), to write the fields first.
+    /// `.compact()`, `.pretty()` or `.json()` variants, or your own), to add the fields to
+    /// each line: in front of a text line, as top-level members of a JSON object.
+    ///
+    /// A line is JSON when `inner` is tracing-subscriber's JSON formatter, or when the writer
+    /// has ANSI colours off and the line `inner` writes starts with `{`.
     ///
     /// # Examples
     ///
@@ -154,8 +234,68 @@ impl ContextFields {
     pub fn wrap<F>(self, inner: F) -> WithContextFields<F> {
         WithContextFields {
             fields: self,
+            json: is_json_format::<F>(),
             inner,
         }
+    }
+
+    fn field(
+        mut self,
+        name: &'static str,
+        show: impl Fn(&mut dyn FnMut(&dyn fmt::Display) -> fmt::Result) -> fmt::Result
+        + Send
+        + Sync
+        + 'static,
+    ) -> ContextFields {
+        self.fields.push(Field {
+            name,
+            show: Box::new(show),
+        });
+        self
+    }
+
+    /// Whether at least one field has a value here; formats nothing.
+    fn any_set(&self) -> Result<bool, fmt::Error> {
+        let mut any = false;
+        for field in &self.fields {
+            (field.show)(&mut |_| {
+                any = true;
+                Ok(())
+            })?;
+            if any {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `name=value ` for each field with a value.
+    fn write_text(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        for field in &self.fields {
+            let name = field.name;
+            (field.show)(&mut |value| write!(out, "{name}={value} "))?;
+        }
+        Ok(())
+    }
+
+    /// `"name":"value"` for each field with a value, separated by commas; whether any was written.
+    fn write_json(&self, out: &mut dyn fmt::Write) -> Result<bool, fmt::Error> {
+        let mut first = true;
+        for field in &self.fields {
+            let name = field.name;
+            (field.show)(&mut |value| {
+                if !first {
+                    out.write_char(',')?;
+                }
+                first = false;
+                out.write_char('"')?;
+                JsonEscape(&mut *out).write_str(name)?;
+                out.write_str("\":\"")?;
+                write!(JsonEscape(&mut *out), "{value}")?;
+                out.write_char('"')
+            })?;
+        }
+        Ok(!first)
     }
 }
 
@@ -167,7 +307,7 @@ impl fmt::Debug for ContextFields {
     }
 }
 
-/// An event formatter that writes [`ContextFields`] before what `F` writes; made by
+/// An event formatter that adds [`ContextFields`] to what `F` writes; made by
 /// [`ContextFields::wrap`].
 ///
 /// # Examples
@@ -182,6 +322,8 @@ impl fmt::Debug for ContextFields {
 #[derive(Debug)]
 pub struct WithContextFields<F> {
     fields: ContextFields,
+    /// `F` is tracing-subscriber's JSON formatter, which ignores ANSI settings.
+    json: bool,
     inner: F,
 }
 
@@ -197,9 +339,122 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        for field in &self.fields.fields {
-            (field.write)(&mut writer)?;
+        if !self.fields.any_set()? {
+            // Nothing to add: the inner formatter writes straight to the output.
+            return self.inner.format_event(ctx, writer, event);
         }
-        self.inner.format_event(ctx, writer, event)
+        if writer.has_ansi_escapes() && !self.json {
+            // A coloured text line: the inner formatter keeps the writer and its colours.
+            self.fields.write_text(&mut writer)?;
+            return self.inner.format_event(ctx, writer, event);
+        }
+        // Decide on the first bytes the inner formatter writes: JSON object or text line.
+        let mut splice = Splice {
+            out: writer.by_ref(),
+            fields: &self.fields,
+            state: State::Start,
+        };
+        self.inner
+            .format_event(ctx, Writer::new(&mut splice), event)
+    }
+}
+
+/// Whether `F` is tracing-subscriber's `Format<Json, _>`.
+fn is_json_format<F>() -> bool {
+    let name = std::any::type_name::<F>();
+    name.starts_with("tracing_subscriber::fmt::format::Format<") && name.contains("::Json")
+}
+
+/// Passes what the inner formatter writes through, adding the fields at the start of the line:
+/// after the `{` of a JSON object, in front of anything else.
+struct Splice<'a, 'w> {
+    out: Writer<'w>,
+    fields: &'a ContextFields,
+    state: State,
+}
+
+#[derive(Clone, Copy)]
+enum State {
+    /// Nothing written yet.
+    Start,
+    /// A JSON object's `{` is written; the fields go next, followed by a comma unless the
+    /// object closes right away.
+    InObject,
+    /// The fields are written.
+    Done,
+}
+
+impl fmt::Write for Splice<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut s = s;
+        loop {
+            match self.state {
+                State::Done => return self.out.write_str(s),
+                _ if s.is_empty() => return Ok(()),
+                State::Start => {
+                    if let Some(rest) = s.strip_prefix('{') {
+                        self.out.write_char('{')?;
+                        self.state = State::InObject;
+                        s = rest;
+                    } else {
+                        self.fields.write_text(&mut self.out)?;
+                        self.state = State::Done;
+                    }
+                }
+                State::InObject => {
+                    let wrote = self.fields.write_json(&mut self.out)?;
+                    if wrote && !s.starts_with('}') {
+                        self.out.write_char(',')?;
+                    }
+                    self.state = State::Done;
+                }
+            }
+        }
+    }
+}
+
+/// Writes what it is given as the inside of a JSON string.
+struct JsonEscape<'a>(&'a mut dyn fmt::Write);
+
+impl fmt::Write for JsonEscape<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, c) in s.char_indices() {
+            let escaped = match c {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                c if (c as u32) < 0x20 => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[plain..i])?;
+            if escaped.is_empty() {
+                write!(self.0, "\\u{:04x}", c as u32)?;
+            } else {
+                self.0.write_str(escaped)?;
+            }
+            plain = i + c.len_utf8();
+        }
+        self.0.write_str(&s[plain..])
+    }
+}
+
+/// A value's `Debug`, shown through `Display`.
+struct DebugAsDisplay<'a, T>(&'a T);
+
+impl<T: fmt::Debug> fmt::Display for DebugAsDisplay<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0, f)
+    }
+}
+
+/// A value shown through a formatting function.
+struct FnAsDisplay<'a, T, F>(&'a T, &'a F);
+
+impl<T, F: Fn(&T, &mut fmt::Formatter<'_>) -> fmt::Result> fmt::Display for FnAsDisplay<'_, T, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.1)(self.0, f)
     }
 }

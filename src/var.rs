@@ -4,7 +4,6 @@
 use std::any::Any;
 use std::borrow::Borrow;
 use std::fmt;
-use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
@@ -13,7 +12,7 @@ use crate::context::{self, Binding, Context, ContextId, Forker, Merge, Policy, V
 use crate::current;
 use crate::error::ResetError;
 use crate::id;
-use crate::scoped::Scoped;
+use crate::map::MapKey;
 
 /// Ids are never reused (S1): a var created at run time never aliases another one.
 static NEXT_VAR_ID: AtomicU64 = AtomicU64::new(1);
@@ -264,7 +263,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// # Panics
     ///
     /// Inside a Tokio task that has no context of its own — spawned with a plain
-    /// `tokio::spawn` (or a plain `spawn_blocking`) and not wrapped in a [`Scoped`], a
+    /// `tokio::spawn` (or a plain `spawn_blocking`) and not wrapped in a [`Scoped`](crate::Scoped), a
     /// [`run`](Context::run) or a [`sync_scope`](ContextVar::sync_scope), on a runtime without
     /// `runtime::propagate` — the write would land in the worker thread's context, shared by
     /// every such task, so it panics instead (S21). The root future of `block_on` /
@@ -407,31 +406,6 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     pub fn sync_scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         self.scoped_context(value).run(f)
-    }
-
-    /// Wraps `fut` so that it runs in a copy of the current context (taken now) in which this
-    /// variable is `value` (S14). Nothing the future sets leaks out.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use contextvars::ContextVar;
-    ///
-    /// static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
-    ///
-    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-    /// let id = REQUEST_ID
-    ///     .scope("req-1".to_string(), async {
-    ///         tokio::task::yield_now().await;
-    ///         REQUEST_ID.get()
-    ///     })
-    ///     .await;
-    /// assert_eq!(id.as_deref().map(String::as_str), Some("req-1"));
-    /// assert!(REQUEST_ID.get().is_none());
-    /// # });
-    /// ```
-    pub fn scope<F: Future>(&self, value: T, fut: F) -> Scoped<F> {
-        Scoped::new(self.scoped_context(value), fut)
     }
 
     // ----- crate-internal -----
@@ -662,6 +636,8 @@ impl Borrow<u64> for VarKey {
         &self.id
     }
 }
+
+impl MapKey for VarKey {}
 
 /// What a child context gets from [`Context::fork`] for a variable bound in the parent (S20).
 ///

@@ -44,10 +44,14 @@ impl<'a> MakeWriter<'a> for Captured {
 }
 
 fn capture(fields: ContextFields, f: impl FnOnce()) -> Vec<String> {
+    capture_with(fields, false, f)
+}
+
+fn capture_with(fields: ContextFields, ansi: bool, f: impl FnOnce()) -> Vec<String> {
     let sink = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(sink.clone())
-        .with_ansi(false)
+        .with_ansi(ansi)
         .event_format(fields.wrap(tracing_subscriber::fmt::format().without_time()))
         .finish();
     tracing::subscriber::with_default(subscriber, || contextvars::Context::new().run(f));
@@ -134,4 +138,211 @@ fn each_task_logs_its_own_value() {
         let truth = line.rsplit("truth=").next().unwrap();
         assert_eq!(shown, format!("request_id=req-{truth}"), "{line}");
     }
+}
+
+/// Every line a JSON subscriber with `fields` writes while `f` runs, parsed.
+fn capture_json(fields: ContextFields, ansi: bool, f: impl FnOnce()) -> Vec<serde_json::Value> {
+    let sink = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(sink.clone())
+        .with_ansi(ansi)
+        .event_format(fields.wrap(tracing_subscriber::fmt::format().json()))
+        .finish();
+    tracing::subscriber::with_default(subscriber, || contextvars::Context::new().run(f));
+    sink.lines()
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+        })
+        .collect()
+}
+
+#[test]
+fn json_lines_get_the_vars_as_top_level_keys() {
+    for ansi in [false, true] {
+        let lines = capture_json(
+            ContextFields::new().var(&TENANT).var(&REQUEST_ID),
+            ansi,
+            || {
+                REQUEST_ID.set("req-1".into());
+                TENANT.set("acme");
+                tracing::info!(rows = 3, "handled");
+            },
+        );
+        assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        assert_eq!(line["request_id"], "req-1", "{line}");
+        assert_eq!(line["tenant"], "acme", "{line}");
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["fields"]["message"], "handled", "{line}");
+        assert_eq!(line["fields"]["rows"], 3, "{line}");
+    }
+}
+
+#[test]
+fn json_values_are_escaped() {
+    let lines = capture_json(ContextFields::new().var(&REQUEST_ID), false, || {
+        REQUEST_ID.set("a \"quoted\" \\ back\nslash\u{1}é".into());
+        tracing::info!("escaped");
+    });
+    assert_eq!(lines[0]["request_id"], "a \"quoted\" \\ back\nslash\u{1}é");
+}
+
+#[test]
+fn json_unset_var_writes_nothing() {
+    let lines = capture_json(ContextFields::new().var(&REQUEST_ID), false, || {
+        tracing::warn!("no request here");
+        REQUEST_ID.set("req-9".into());
+        tracing::warn!("a request");
+    });
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].get("request_id").is_none(), "{}", lines[0]);
+    assert_eq!(lines[0]["fields"]["message"], "no request here");
+    assert_eq!(lines[1]["request_id"], "req-9");
+}
+
+#[test]
+fn json_each_task_logs_its_own_value() {
+    let lines = capture_json(ContextFields::new().var(&REQUEST_ID), false, || {
+        // `with_default` sets the subscriber for this thread only.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..50)
+                .map(|i| {
+                    task::spawn(async move {
+                        REQUEST_ID.set(format!("req-{i}"));
+                        tokio::task::yield_now().await;
+                        tracing::info!(truth = i, "in task");
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+    });
+    assert_eq!(lines.len(), 50);
+    for line in lines {
+        let truth = line["fields"]["truth"].as_u64().unwrap();
+        assert_eq!(line["request_id"], format!("req-{truth}"), "{line}");
+    }
+}
+
+#[test]
+fn a_json_object_that_closes_at_once_stays_valid() {
+    // A formatter whose object has no members of its own.
+    struct Empty;
+    impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Empty
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+        N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            _: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+            mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+            _: &tracing::Event<'_>,
+        ) -> std::fmt::Result {
+            writer.write_str("{")?;
+            writer.write_str("}\n")
+        }
+    }
+    let sink = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(sink.clone())
+        .with_ansi(false)
+        .event_format(
+            ContextFields::new()
+                .var(&TENANT)
+                .var(&REQUEST_ID)
+                .wrap(Empty),
+        )
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        contextvars::Context::new().run(|| {
+            tracing::info!("empty");
+            TENANT.set("acme");
+            tracing::info!("one");
+            REQUEST_ID.set("r".into());
+            tracing::info!("two");
+        })
+    });
+    assert_eq!(
+        sink.lines(),
+        [
+            "{}",
+            r#"{"tenant":"acme"}"#,
+            r#"{"tenant":"acme","request_id":"r"}"#
+        ]
+    );
+}
+
+#[derive(Debug)]
+#[allow(dead_code)] // read through Debug only
+struct User {
+    id: u64,
+    roles: Vec<&'static str>,
+}
+
+static USER: ContextVar<User> = ContextVar::new("user");
+static ROLES: ContextVar<Vec<&'static str>> = ContextVar::new("roles");
+
+#[test]
+fn non_display_vars_through_a_function_or_debug() {
+    let fields = || {
+        ContextFields::new()
+            .var_fmt(&USER, |user, f| write!(f, "u{}", user.id))
+            .var_debug(&ROLES)
+    };
+    let set = || {
+        USER.set(User {
+            id: 7,
+            roles: vec!["admin"],
+        });
+        ROLES.set(vec!["admin", "ops"]);
+        tracing::info!("who");
+    };
+    let text = capture(fields(), set);
+    assert!(
+        text[0].starts_with(r#"user=u7 roles=["admin", "ops"] "#),
+        "{}",
+        text[0]
+    );
+    let json = capture_json(fields(), false, set);
+    assert_eq!(json[0]["user"], "u7");
+    assert_eq!(json[0]["roles"], r#"["admin", "ops"]"#);
+}
+
+#[test]
+fn coloured_text_lines_keep_the_fields_in_front() {
+    let lines = capture_with(ContextFields::new().var(&REQUEST_ID), true, || {
+        REQUEST_ID.set("req-3".into());
+        tracing::info!("coloured");
+    });
+    assert!(lines[0].starts_with("request_id=req-3 "), "{}", lines[0]);
+    assert!(lines[0].contains('\u{1b}'), "colours kept: {:?}", lines[0]);
+}
+
+static LEVEL: ContextVar<u8> = ContextVar::with_default("level", || 1);
+
+#[test]
+fn a_default_is_shown_like_a_value() {
+    let lines = capture(ContextFields::new().var(&LEVEL), || tracing::info!("d"));
+    assert!(lines[0].starts_with("level=1 "), "{}", lines[0]);
+}
+
+#[test]
+fn missing_local_attributes_write_nothing() {
+    let lines = capture(
+        ContextFields::new().local::<u64>(&REQUEST, "absent"),
+        || {
+            tracing::info!("no attribute");
+        },
+    );
+    assert!(lines[0].trim_start().starts_with("INFO"), "{}", lines[0]);
+    assert!(!lines[0].contains("absent"), "{}", lines[0]);
 }

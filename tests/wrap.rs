@@ -41,7 +41,7 @@ fn rayon_par_iter_over_10000_items_sees_the_request_and_never_another_items_valu
         n
     });
     let total: u64 = pool.install(|| (0..10_000u64).into_par_iter().map(job).sum());
-    assert_eq!(total, (0..10_000u64).sum());
+    assert_eq!(total, (0..10_000u64).sum::<u64>());
     assert_eq!(mismatches.load(Relaxed), 0);
     assert_eq!(
         pool_leftovers(&pool),
