@@ -528,6 +528,33 @@ impl Context {
         old
     }
 
+    /// Runs `f` on this context's value of `var`: in place when no other context (or reader)
+    /// holds it, else on a copy that replaces it, so copies never see the change (S4); a
+    /// missing value starts as `T::default()`. Returns what `f` returned and the displaced
+    /// value, for the caller to drop outside any borrow.
+    pub(crate) fn update<T, R>(
+        &mut self,
+        var: &ContextVar<T>,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> (R, Option<Value>)
+    where
+        T: Clone + Default + Send + Sync + 'static,
+    {
+        let Some(binding) = self.map.get_mut(var.id()) else {
+            let mut value = T::default();
+            let result = f(&mut value);
+            let displaced = self.insert(var.key(), var.binding(Arc::new(value)));
+            return (result, displaced.map(|binding| binding.value));
+        };
+        if let Some(value) = Arc::get_mut(&mut binding.value) {
+            return (f(downcast_mut::<T>(value)), None);
+        }
+        let mut value = downcast_ref::<T>(&binding.value).clone();
+        let result = f(&mut value);
+        let displaced = std::mem::replace(&mut binding.value, Arc::new(value));
+        (result, Some(displaced))
+    }
+
     /// Unbinds `id`, returning the binding for the caller to drop (see [`Context::insert`]).
     pub(crate) fn remove(&mut self, id: u64) -> Option<Binding> {
         let old = self.map.remove(id);
@@ -693,6 +720,14 @@ pub(crate) fn downcast_arc<T: Send + Sync + 'static>(value: Value) -> Arc<T> {
 
 /// Borrows the typed value from a stored value (see [`downcast_arc`]).
 #[inline]
+pub(crate) fn downcast_mut<T: Send + Sync + 'static>(
+    value: &mut (dyn Any + Send + Sync),
+) -> &mut T {
+    value
+        .downcast_mut::<T>()
+        .unwrap_or_else(|| unreachable!("a ContextVar's binding always holds its own type"))
+}
+
 pub(crate) fn downcast_ref<T: Send + Sync + 'static>(value: &Value) -> &T {
     // Cannot fail, for the reason given in `downcast_arc`.
     value

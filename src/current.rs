@@ -79,6 +79,19 @@ pub(crate) fn read<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
     CURRENT.try_with(|current| f(&current.slot.borrow().0)).ok()
 }
 
+/// [`read`], with `None` for `f` if the thread-local is gone.
+#[inline]
+pub(crate) fn read_or_none<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
+    let mut f = Some(f);
+    let f_slot = &mut f;
+    match CURRENT.try_with(move |current| {
+        (f_slot.take().expect("called once"))(Some(&current.slot.borrow().0))
+    }) {
+        Ok(result) => result,
+        Err(_) => (f.take().expect("not called: the thread-local is gone"))(None),
+    }
+}
+
 /// Runs `f` on the current context; `f` may run any user code, including code that changes
 /// the current context. `f` gets `None` if the thread-local is gone.
 #[inline]
@@ -116,6 +129,13 @@ pub(crate) fn modify<R>(call: &'static str, f: impl FnOnce(&mut Context) -> R) -
         Ok(Err(Refused)) => isolation::refuse_write(call),
         Err(_) => None,
     }
+}
+
+/// Whether [`modify`] would accept a write here (S21), without panicking.
+pub(crate) fn writable() -> bool {
+    CURRENT
+        .try_with(|current| current.entered.get() != 0 || !isolation::in_task())
+        .unwrap_or(true)
 }
 
 /// Panics as [`modify`] would for a write by `call` here (S21); for writes that may turn out to

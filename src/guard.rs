@@ -9,6 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::current;
 use crate::var::{ContextVar, Token};
 
 impl<T: Send + Sync + 'static> ContextVar<T> {
@@ -268,6 +269,11 @@ impl<T: Send + Sync + 'static> SetGuard<'_, T> {
 impl<T: Send + Sync + 'static> Drop for SetGuard<'_, T> {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
+            // While unwinding, a refused write (S21) must not panic again (that would abort):
+            // the reset is skipped instead, which changes nothing, as a refused reset would.
+            if std::thread::panicking() && !current::writable() {
+                return;
+            }
             // Refused (another context, S5): nothing changes, by design — see `set_guarded`.
             let _ = self.var.reset(token);
         }

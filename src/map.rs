@@ -108,6 +108,19 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
         }
     }
 
+    /// The value of `id`, to change in place; copies what a clone of this map shares first.
+    #[inline]
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut V> {
+        match &mut self.repr {
+            Repr::Small(slot) => {
+                // Look before `make_mut`, so that a miss copies nothing.
+                let index = slot.as_ref()?.iter().position(|e| e.key.id() == id)?;
+                Some(&mut Arc::make_mut(slot.as_mut()?)[index].binding)
+            }
+            Repr::Large(trie) => trie.get_mut(&id),
+        }
+    }
+
     /// Binds `key`; returns the displaced binding.
     pub(crate) fn insert(&mut self, key: K, binding: V) -> Option<V> {
         match &mut self.repr {

@@ -1,4 +1,5 @@
 //! `ContextVar::get_cloned`, `value` and `set_guarded` / `SetGuard` (S2, S4, S5, S12, S21).
+#![cfg(feature = "tokio")]
 
 use contextvars::{Context, ContextVar, FutureExt, task};
 
@@ -230,4 +231,20 @@ fn guard_is_send_and_sync() {
         assert_send_sync(&guard);
         assert!(format!("{guard:?}").contains("user"));
     });
+}
+
+#[test]
+fn a_guard_dropped_while_unwinding_in_a_task_without_a_context_does_not_abort() {
+    // Its reset would be refused (S21); during unwinding that must not be a second panic.
+    static UNWOUND: ContextVar<u32> = ContextVar::new("unwound");
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let guard = UNWOUND.set_guarded(1);
+    let err = rt
+        .block_on(rt.spawn(async move {
+            let _guard = guard;
+            panic!("the task's own panic");
+        }))
+        .unwrap_err();
+    let payload = err.into_panic();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the task's own panic"));
 }
