@@ -237,7 +237,9 @@ fn guard_is_send_and_sync() {
 fn a_guard_dropped_while_unwinding_in_a_task_without_a_context_does_not_abort() {
     // Its reset would be refused (S21); during unwinding that must not be a second panic.
     static UNWOUND: ContextVar<u32> = ContextVar::new("unwound");
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let guard = UNWOUND.set_guarded(1);
     let err = rt
         .block_on(rt.spawn(async move {
@@ -246,5 +248,8 @@ fn a_guard_dropped_while_unwinding_in_a_task_without_a_context_does_not_abort() 
         }))
         .unwrap_err();
     let payload = err.into_panic();
-    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the task's own panic"));
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"the task's own panic")
+    );
 }
