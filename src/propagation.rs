@@ -143,8 +143,9 @@ trait Codec: Send + Sync {
     /// Appends the percent-encoded value bound in `context`; `None` if it is not bound (or its
     /// `Display` failed).
     fn encode(&self, context: &Context, out: &mut String) -> Option<()>;
-    /// `context` with the variable set to `text` parsed; `None` if `FromStr` refused it.
-    fn decode(&self, text: &str, context: &Context) -> Option<Context>;
+    /// Sets the variable to `text` parsed in `context`, in place (one copy of the context for
+    /// all the variables of a header, not one each); `false` if `FromStr` refused it.
+    fn decode(&self, text: &str, context: &mut Context) -> bool;
     fn key(&self) -> VarKey;
 }
 
@@ -159,9 +160,12 @@ where
         write!(Encode(out), "{value}").ok()
     }
 
-    fn decode(&self, text: &str, context: &Context) -> Option<Context> {
-        let value = T::from_str(text).ok()?;
-        Some(context.with_value(self.0, value))
+    fn decode(&self, text: &str, context: &mut Context) -> bool {
+        let Ok(value) = T::from_str(text) else {
+            return false;
+        };
+        drop(context.insert(self.0.key(), self.0.binding(Arc::new(value))));
+        true
     }
 
     fn key(&self) -> VarKey {
@@ -532,9 +536,7 @@ impl Baggage {
             let Some(text) = found.get(entry.key) else {
                 continue;
             };
-            if let Some(next) = entry.codec.decode(text.as_str(), &context) {
-                context = next;
-            } else {
+            if !entry.codec.decode(text.as_str(), &mut context) {
                 report!(
                     key = entry.key,
                     "baggage: member skipped: its value does not parse as the variable's type"
