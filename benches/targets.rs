@@ -229,6 +229,17 @@ fn locals(c: &mut Criterion) {
         group.bench_function("Local::get", |b| {
             b.iter(|| LOCAL.get::<u64>(black_box("attr3")))
         });
+        group.bench_function("thread_local RefCell<HashMap<String, Arc>> insert", |b| {
+            b.iter(|| {
+                TL_MAP.with(|m| {
+                    m.borrow_mut()
+                        .insert(black_box("attr3").to_owned(), Arc::new(black_box(3u64)))
+                })
+            })
+        });
+        group.bench_function("Local::set", |b| {
+            b.iter(|| LOCAL.set(black_box("attr3"), black_box(3u64)))
+        });
         group.finish();
     });
 }

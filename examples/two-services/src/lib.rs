@@ -9,6 +9,9 @@
 //!   with the tenant the caller sent. The handler logs (the log format reads the tenant from the
 //!   context, [`ContextFields`]), spawns a sub-task that inherits it, and echoes what it sees.
 //! - [`baggage`]: the one list of variables that travel, shared by both sides.
+//! - [`edge_without_propagation`], [`billing_without_propagation`]: the same two services
+//!   without the propagation layers (plain [`ContextLayer`] only, no `baggage` header), for
+//!   `scripts/load.sh` to compare requests/s with and without propagation.
 
 use std::time::Duration;
 
@@ -55,8 +58,14 @@ pub fn propagating_client() -> PropagatingClient {
 }
 
 #[derive(Clone)]
+enum BillingClient {
+    Propagating(PropagatingClient),
+    Plain(Client<HttpConnector, Empty<Bytes>>),
+}
+
+#[derive(Clone)]
 struct Edge {
-    client: PropagatingClient,
+    client: BillingClient,
     billing: Uri,
 }
 
@@ -64,12 +73,20 @@ struct Edge {
 ///
 /// `billing` is billing's invoice URL, e.g. `http://127.0.0.1:3001/invoice`.
 pub fn edge(billing: Uri) -> Router {
+    edge_with(BillingClient::Propagating(propagating_client()), billing)
+}
+
+/// [`edge`] calling billing with hyper-util's client alone: no [`PropagateLayer`], so no
+/// `baggage` header. Only for measuring what propagation costs (`scripts/load.sh`).
+pub fn edge_without_propagation(billing: Uri) -> Router {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    edge_with(BillingClient::Plain(client), billing)
+}
+
+fn edge_with(client: BillingClient, billing: Uri) -> Router {
     Router::new()
         .route("/", get(edge_handler))
-        .with_state(Edge {
-            client: propagating_client(),
-            billing,
-        })
+        .with_state(Edge { client, billing })
         .layer(middleware::from_fn(tenant_from_header))
         .layer(ContextLayer::new()) // outermost: each request's own context
 }
@@ -92,11 +109,11 @@ async fn edge_handler(State(edge): State<Edge>) -> Result<String, StatusCode> {
     info!("edge: calling billing");
     let request = http_request(&edge.billing);
     // No tenant argument anywhere: `PropagateLayer` reads it from this request's context.
-    let response = edge
-        .client
-        .oneshot(request)
-        .await
-        .map_err(|_| StatusCode::BAD_GATEWAY)?;
+    let response = match edge.client {
+        BillingClient::Propagating(client) => client.oneshot(request).await.ok(),
+        BillingClient::Plain(client) => client.oneshot(request).await.ok(),
+    }
+    .ok_or(StatusCode::BAD_GATEWAY)?;
     let status = response.status();
     let body = response
         .into_body()
@@ -126,6 +143,14 @@ pub fn billing() -> Router {
     Router::new()
         .route("/invoice", get(billing_handler))
         .layer(ContextLayer::new().extract(baggage()))
+}
+
+/// [`billing`] behind a plain [`ContextLayer`]: nothing extracted from `baggage`. Only for
+/// measuring what propagation costs (`scripts/load.sh`).
+pub fn billing_without_propagation() -> Router {
+    Router::new()
+        .route("/invoice", get(billing_handler))
+        .layer(ContextLayer::new())
 }
 
 /// `wire` is only for the end-to-end test: the raw `baggage` header, logged next to the tenant

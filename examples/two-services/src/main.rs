@@ -1,5 +1,8 @@
 //! `cargo run -p two-services -- [EDGE_PORT] [BILLING_PORT]` starts billing (default 3001) and
 //! edge (default 3000) on 127.0.0.1 in one process, and prints how to call them.
+//!
+//! With `--no-propagation` (first argument) both run without the propagation layers (plain
+//! `ContextLayer` only, no `baggage` header): the baseline `scripts/load.sh` measures against.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -8,7 +11,7 @@ fn port(arg: Option<String>, default: u16) -> std::io::Result<u16> {
         Some(port) => port.parse().map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "usage: two-services [EDGE_PORT] [BILLING_PORT]",
+                "usage: two-services [--no-propagation] [EDGE_PORT] [BILLING_PORT]",
             )
         }),
         None => Ok(default),
@@ -18,7 +21,8 @@ fn port(arg: Option<String>, default: u16) -> std::io::Result<u16> {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     two_services::subscriber().init();
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let propagation = args.next_if(|arg| arg == "--no-propagation").is_none();
     let edge_port = port(args.next(), 3000)?;
     let billing_port = port(args.next(), 3001)?;
 
@@ -30,6 +34,9 @@ async fn main() -> std::io::Result<()> {
         .parse()
         .expect("a valid URL");
 
+    if !propagation {
+        println!("propagation off: no baggage header, billing extracts nothing");
+    }
     println!("billing listening on http://{billing_addr}/invoice");
     println!("edge    listening on http://{edge_addr}/ (calls billing with the tenant as baggage)");
     println!();
@@ -40,14 +47,22 @@ async fn main() -> std::io::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    let (billing_app, edge_app) = if propagation {
+        (two_services::billing(), two_services::edge(invoice))
+    } else {
+        (
+            two_services::billing_without_propagation(),
+            two_services::edge_without_propagation(invoice),
+        )
+    };
     let billing = tokio::spawn(async move {
-        axum::serve(billing, two_services::billing())
+        axum::serve(billing, billing_app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await
     });
-    axum::serve(edge, two_services::edge(invoice))
+    axum::serve(edge, edge_app)
         .with_graceful_shutdown(shutdown)
         .await?;
     billing.await.expect("billing server task")

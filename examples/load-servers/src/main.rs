@@ -1,0 +1,99 @@
+//! `load-servers MODE PORT`: an axum hello-world on 127.0.0.1:PORT with one Tokio worker
+//! thread, for `scripts/load.sh` to load with `wrk`.
+//!
+//! - `plain`: a middleware that passes the request through (after making the request id, so
+//!   both servers do that work), a handler that builds a short string and spawns one child with
+//!   `tokio::spawn` and awaits it. No contextvars.
+//! - `contextvars`: the same server behind `ContextLayer`; the middleware `set`s `REQUEST_ID`
+//!   (from `x-request-id`, or a counter), the handler reads it 5 times and spawns its child with
+//!   `contextvars::task::spawn`.
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use contextvars::ContextVar;
+use contextvars::tower::ContextLayer;
+
+static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+const USAGE: &str = "usage: load-servers plain|contextvars PORT";
+
+/// The request's id: `x-request-id`, or the next value of a counter.
+fn request_id(request: &Request) -> String {
+    match request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(id) => id.to_owned(),
+        None => COUNTER.fetch_add(1, Ordering::Relaxed).to_string(),
+    }
+}
+
+async fn plain_middleware(request: Request, next: Next) -> Response {
+    black_box(request_id(&request));
+    next.run(request).await
+}
+
+async fn plain_handler() -> String {
+    let child = tokio::spawn(async { black_box(1_usize) });
+    let k = child.await.expect("child task");
+    format!("hello, world {k}\n")
+}
+
+async fn contextvars_middleware(request: Request, next: Next) -> Response {
+    REQUEST_ID.set(request_id(&request));
+    next.run(request).await
+}
+
+async fn contextvars_handler() -> String {
+    for _ in 0..5 {
+        black_box(REQUEST_ID.get());
+    }
+    let child = contextvars::task::spawn(async { black_box(1_usize) });
+    let k = child.await.expect("child task");
+    format!("hello, world {k}\n")
+}
+
+fn app(mode: &str) -> Option<Router> {
+    match mode {
+        "plain" => Some(
+            Router::new()
+                .route("/", get(plain_handler))
+                .layer(middleware::from_fn(plain_middleware)),
+        ),
+        "contextvars" => Some(
+            Router::new()
+                .route("/", get(contextvars_handler))
+                .layer(middleware::from_fn(contextvars_middleware))
+                .layer(ContextLayer::new()),
+        ),
+        _ => None,
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidInput, USAGE);
+    let mut args = std::env::args().skip(1);
+    let app = args.next().as_deref().and_then(app).ok_or_else(invalid)?;
+    let port: u16 = args
+        .next()
+        .and_then(|port| port.parse().ok())
+        .ok_or_else(invalid)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+            println!("listening on http://{}/", listener.local_addr()?);
+            axum::serve(listener, app).await
+        })
+}
