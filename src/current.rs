@@ -59,6 +59,9 @@ struct Current {
     entered: Cell<usize>,
     /// Taken out and put back by the few functions that use it; never borrowed across user code.
     critical: Cell<Critical>,
+    /// Whether `critical` is `Some`: lets a task entry skip swapping two empty storages, the
+    /// common case (a swap of two `None`s changes nothing, so skipping it is exact).
+    has_critical: Cell<bool>,
     /// Task entries not yet exited: zero means `critical` is the thread's own.
     tasks: Cell<usize>,
 }
@@ -68,6 +71,7 @@ thread_local! {
         slot: RefCell::new(Rc::new(Slot(Context::new()))),
         entered: Cell::new(0),
         critical: const { Cell::new(None) },
+        has_critical: Cell::new(false),
         tasks: Cell::new(0),
     };
 }
@@ -191,6 +195,7 @@ pub(crate) fn modify_critical<R>(
         let storage = critical.get_or_insert_with(Box::default);
         let result = (f.take().expect("modify_critical calls f once"))(storage);
         current.critical.set(critical);
+        current.has_critical.set(true);
         Ok(result)
     });
     drop(f);
@@ -337,7 +342,7 @@ fn swap_in<E: Entry>(current: &Current, entry: &mut E) -> Restore {
     current.entered.set(current.entered.get() + 1);
     if let Some(critical) = entry.critical() {
         current.tasks.set(current.tasks.get() + 1);
-        current.critical.swap(Cell::from_mut(critical));
+        swap_critical(current, critical);
     }
     let ctx = entry.context();
     let mut slot = current.slot.borrow_mut();
@@ -355,6 +360,15 @@ fn swap_in<E: Entry>(current: &Current, entry: &mut E) -> Restore {
 fn enter_shared(slot: &mut Rc<Slot>, ctx: &mut Context) -> Restore {
     let entered = Rc::new(Slot(mem::take(ctx)));
     Restore::Stashed(mem::replace(slot, entered))
+}
+
+/// Exchanges the thread's thread-critical storage in use with a task's, unless both are empty.
+#[inline]
+fn swap_critical(current: &Current, critical: &mut Critical) {
+    if critical.is_some() || current.has_critical.get() {
+        current.has_critical.set(critical.is_some());
+        current.critical.swap(Cell::from_mut(critical));
+    }
 }
 
 /// Guard returned by [`enter`] and [`enter_owned`]. Its `Drop` cannot panic:
@@ -393,7 +407,7 @@ impl<E: Entry> Entered<'_, E> {
                     current.entered.set(current.entered.get() - 1);
                     if let Some(critical) = entry.critical() {
                         current.tasks.set(current.tasks.get() - 1);
-                        current.critical.swap(Cell::from_mut(critical));
+                        swap_critical(current, critical);
                     }
                     match Rc::get_mut(&mut current.slot.borrow_mut()) {
                         Some(Slot(entered)) => {
@@ -423,7 +437,7 @@ impl<E: Entry> Entered<'_, E> {
             current.entered.set(current.entered.get() - 1);
             if let Some(critical) = entry.critical() {
                 current.tasks.set(current.tasks.get() - 1);
-                current.critical.swap(Cell::from_mut(critical));
+                swap_critical(current, critical);
             }
             mem::replace(&mut *current.slot.borrow_mut(), previous)
         });

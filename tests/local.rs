@@ -623,3 +623,30 @@ fn async_to_sync_write_back_merges_attributes_too() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn thread_critical_value_set_by_a_task_on_a_thread_with_none_stays_with_the_task() {
+    // Neither the task nor the thread had thread-critical values when the task was entered.
+    static L: Local = Local::thread_critical();
+    std::thread::spawn(|| {
+        let rt = runtime();
+        let seen = rt.block_on(async {
+            let in_task = async {
+                L.set("x", 1i64);
+                tokio::task::yield_now().await; // left and re-entered
+                get_i64(&L, "x")
+            }
+            .with_context(Context::new())
+            .await;
+            (in_task, L.contains("x"))
+        });
+        assert_eq!(
+            seen,
+            (Ok(1), false),
+            "the task kept it; the thread never saw it"
+        );
+        assert!(!L.contains("x"));
+    })
+    .join()
+    .unwrap();
+}
