@@ -251,6 +251,12 @@ pub(crate) trait Entry {
     /// The task's own thread-critical storage, swapped in with the context; `None` for a plain
     /// `run`, which keeps the thread's (S19).
     fn critical(&mut self) -> Option<&mut Critical>;
+    /// Whether the entry is a task of its own even inside another task entry (a bridge job,
+    /// a runtime hook's task, `async_to_sync`'s future), rather than a part of the enclosing
+    /// task (a `scope`, a `join!` branch).
+    fn forces_own_storage(&self) -> bool {
+        false
+    }
 }
 
 impl Entry for &mut Context {
@@ -265,10 +271,12 @@ impl Entry for &mut Context {
     }
 }
 
-/// A task's context and thread-critical storage, borrowed (`Scoped`).
+/// A task's context and thread-critical storage, borrowed (`Scoped`, pool jobs).
 pub(crate) struct TaskEntry<'a> {
     pub(crate) context: &'a mut Context,
     pub(crate) critical: &'a mut Critical,
+    /// A task of its own even when entered inside another (see [`Entry::forces_own_storage`]).
+    pub(crate) own: bool,
 }
 
 impl Entry for TaskEntry<'_> {
@@ -280,6 +288,11 @@ impl Entry for TaskEntry<'_> {
     #[inline]
     fn critical(&mut self) -> Option<&mut Critical> {
         Some(self.critical)
+    }
+
+    #[inline]
+    fn forces_own_storage(&self) -> bool {
+        self.own
     }
 }
 
@@ -300,6 +313,10 @@ impl Entry for OwnedTask {
     fn critical(&mut self) -> Option<&mut Critical> {
         Some(&mut self.critical)
     }
+
+    fn forces_own_storage(&self) -> bool {
+        true
+    }
 }
 
 /// Makes `entry`'s context current until the returned guard drops (a task entry also swaps in
@@ -308,12 +325,13 @@ impl Entry for OwnedTask {
 /// entered contexts enforce for `run`, and poll nesting for `Scoped`.
 #[inline]
 pub(crate) fn enter<'a, E: Entry>(mut entry: E) -> Entered<'a, E> {
-    let restore = CURRENT
+    let (restore, own_storage) = CURRENT
         .try_with(|current| swap_in(current, &mut entry))
-        .unwrap_or(Restore::Nothing);
+        .unwrap_or((Restore::Nothing, false));
     Entered {
         entry,
         restore,
+        own_storage,
         cell: None,
     }
 }
@@ -329,30 +347,39 @@ pub(crate) fn enter_owned(task: OwnedTask) -> Entered<'static, OwnedTask> {
 /// [`enter`] with the thread-local already in hand; the guard reuses it on exit.
 #[inline]
 fn enter_cell<E: Entry>(current: &Current, mut entry: E) -> Entered<'_, E> {
-    let restore = swap_in(current, &mut entry);
+    let (restore, own_storage) = swap_in(current, &mut entry);
     Entered {
         entry,
         restore,
+        own_storage,
         cell: Some(current),
     }
 }
 
 #[inline]
-fn swap_in<E: Entry>(current: &Current, entry: &mut E) -> Restore {
+fn swap_in<E: Entry>(current: &Current, entry: &mut E) -> (Restore, bool) {
     current.entered.set(current.entered.get() + 1);
+    let forced = entry.forces_own_storage();
+    let mut own_storage = false;
     if let Some(critical) = entry.critical() {
+        // The outermost task entry on the thread is the task; one inside it (a `scope`, a
+        // `join!` branch) shares the task's storage, unless it is a task of its own.
+        own_storage = forced || current.tasks.get() == 0;
         current.tasks.set(current.tasks.get() + 1);
-        swap_critical(current, critical);
+        if own_storage {
+            swap_critical(current, critical);
+        }
     }
     let ctx = entry.context();
     let mut slot = current.slot.borrow_mut();
-    match Rc::get_mut(&mut slot) {
+    let restore = match Rc::get_mut(&mut slot) {
         Some(Slot(current)) => {
             mem::swap(current, ctx);
             Restore::Swapped
         }
         None => enter_shared(&mut slot, ctx),
-    }
+    };
+    (restore, own_storage)
 }
 
 /// `enter` while a reader holds the thread's slot (a `run` inside `ContextVar::with`).
@@ -376,6 +403,8 @@ fn swap_critical(current: &Current, critical: &mut Critical) {
 pub(crate) struct Entered<'a, E: Entry> {
     entry: E,
     restore: Restore,
+    /// Whether the entry's thread-critical storage was swapped in (to swap back on exit).
+    own_storage: bool,
     /// The thread-local, when the guard was made with it in hand (saves a lookup on exit).
     cell: Option<&'a Current>,
 }
@@ -400,6 +429,7 @@ impl Entered<'_, OwnedTask> {
 impl<E: Entry> Entered<'_, E> {
     #[inline]
     fn restore_previous(&mut self) {
+        let own_storage = self.own_storage;
         match mem::replace(&mut self.restore, Restore::Nothing) {
             Restore::Swapped => {
                 let entry = &mut self.entry;
@@ -407,7 +437,9 @@ impl<E: Entry> Entered<'_, E> {
                     current.entered.set(current.entered.get() - 1);
                     if let Some(critical) = entry.critical() {
                         current.tasks.set(current.tasks.get() - 1);
-                        swap_critical(current, critical);
+                        if own_storage {
+                            swap_critical(current, critical);
+                        }
                     }
                     match Rc::get_mut(&mut current.slot.borrow_mut()) {
                         Some(Slot(entered)) => {
@@ -432,12 +464,15 @@ impl<E: Entry> Entered<'_, E> {
 
     #[cold]
     fn exit_stashed(&mut self, previous: Rc<Slot>) {
+        let own_storage = self.own_storage;
         let entry = &mut self.entry;
         let entered = CURRENT.try_with(|current| {
             current.entered.set(current.entered.get() - 1);
             if let Some(critical) = entry.critical() {
                 current.tasks.set(current.tasks.get() - 1);
-                swap_critical(current, critical);
+                if own_storage {
+                    swap_critical(current, critical);
+                }
             }
             mem::replace(&mut *current.slot.borrow_mut(), previous)
         });

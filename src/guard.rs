@@ -110,8 +110,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// # Panics
     ///
     /// Where [`set`](ContextVar::set) does: inside a Tokio task with no context of its own (S21).
-    /// The guard's drop calls [`reset`](ContextVar::reset), which panics there too; a guard made
-    /// elsewhere and moved into such a task is the only way to reach that.
+    /// The guard's drop never panics: where a [`reset`](ContextVar::reset) would be refused by
+    /// S21 (a guard moved into such a task, or dropped by a runtime shutting down outside the
+    /// task's polls), it changes nothing, as a reset refused for another context does.
     ///
     /// # Examples
     ///
@@ -269,9 +270,9 @@ impl<T: Send + Sync + 'static> SetGuard<'_, T> {
 impl<T: Send + Sync + 'static> Drop for SetGuard<'_, T> {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            // While unwinding, a refused write (S21) must not panic again (that would abort):
-            // the reset is skipped instead, which changes nothing, as a refused reset would.
-            if std::thread::panicking() && !current::writable() {
+            // A destructor must not panic (while unwinding that would abort): where S21 would
+            // refuse the reset, it is skipped, which changes nothing, as a refused reset would.
+            if !current::writable() {
                 return;
             }
             // Refused (another context, S5): nothing changes, by design — see `set_guarded`.

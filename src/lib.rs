@@ -691,7 +691,12 @@
 //!   the wrong type is a [`LocalError`].
 //! - <a id="s19"></a>**S19 — thread-critical `Local`.** Values of a [`Local::thread_critical`] are
 //!   never carried by a fork, a bridge or [`thread::spawn`]. In plain code they belong to the
-//!   thread; inside a [`Scoped`] poll they belong to that task, and move with it.
+//!   thread (any context entered on it with `run` sees them); inside a [`Scoped`] poll they
+//!   belong to that task, and move with it. The task is the outermost `Scoped` on the thread
+//!   (a spawned task) — a `scope` or a `join!` branch inside it shares the task's values — and
+//!   each request of `tower::ContextLayer`, each future `async_to_sync` drives and each
+//!   blocking job is a task of its own. A thread-critical write inside a Tokio task with no
+//!   task of its own is refused (S21), also inside `run`, which gives no storage of its own.
 //! - <a id="s20"></a>**S20 — forking.** [`Context::fork`] is `clone` plus each variable's
 //!   [`Inherit`] policy: [`Inherit::Share`] keeps the `Arc`, [`Inherit::Fork`] stores a new value
 //!   computed from the old, [`Inherit::None`] drops it. With no such variables a fork costs what a

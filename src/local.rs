@@ -342,9 +342,8 @@ impl Default for Local {
 
 impl fmt::Debug for Local {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<String> = self
-            .attributes
-            .with(|a| a.map(|a| a.keys().cloned().collect()).unwrap_or_default());
+        let mut names: Vec<String> =
+            self.with_attributes(|a| a.map(|a| a.keys().cloned().collect()).unwrap_or_default());
         names.sort();
         f.debug_struct("Local")
             .field("thread_critical", &self.thread_critical)

@@ -73,6 +73,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::{Builder, TaskMeta};
 use tokio::task::Id;
@@ -158,6 +159,12 @@ pub fn on_task_spawn(meta: &TaskMeta<'_>) {
 /// The before-poll hook of [`propagate`]: makes the task's context current for its poll. Call
 /// it from your own `on_before_task_poll` hook, with [`on_after_task_poll`] from your own
 /// `on_after_task_poll`, to keep propagation.
+///
+/// # Panics
+///
+/// If the task's previous poll never reached [`on_after_task_poll`] within 5 seconds (hooks
+/// installed by hand that call this one but not that one): waiting longer would hang the
+/// worker.
 ///
 /// # Examples
 ///
@@ -262,6 +269,7 @@ enum TaskState {
 /// The task's context for a poll, marking the entry as being polled. Waits while another
 /// worker has not yet run the previous poll's after-hook.
 fn take_for_poll(id: Id) -> OwnedTask {
+    let mut waiting_since = None;
     loop {
         let mut shard = lock(id);
         match shard.get_mut(&id) {
@@ -273,6 +281,10 @@ fn take_for_poll(id: Id) -> OwnedTask {
                 // The previous poll returned on another worker a moment ago; its after-hook
                 // is the next thing that worker does. Let it run.
                 drop(shard);
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > HAND_OVER_LIMIT {
+                    hand_over_never_came(id);
+                }
                 std::thread::yield_now();
             }
             None => {
@@ -283,6 +295,19 @@ fn take_for_poll(id: Id) -> OwnedTask {
             }
         }
     }
+}
+
+/// Far longer than a worker takes from the end of a poll to its after-poll hook.
+const HAND_OVER_LIMIT: Duration = Duration::from_secs(5);
+
+/// A task's previous poll never reached [`on_after_task_poll`]: hooks installed by hand without
+/// it. Waiting would hang the worker.
+#[cold]
+fn hand_over_never_came(id: Id) -> ! {
+    panic!(
+        "contextvars::runtime: task {id}'s previous poll never ended: a runtime hook that calls \
+         contextvars::runtime::on_before_task_poll must also call on_after_task_poll"
+    )
 }
 
 /// Contexts entered by the before-poll hook on this thread, innermost last.
@@ -309,7 +334,8 @@ static TASKS: [Shard; SHARDS] =
 fn lock(id: Id) -> MutexGuard<'static, Table> {
     let mut hasher = IdHasher::default();
     std::hash::Hash::hash(&id, &mut hasher);
-    let shard = (hasher.finish() >> 58) as usize % SHARDS;
+    // Middle bits: hashbrown takes its tags from the top bits and buckets from the bottom ones.
+    let shard = (hasher.finish() >> 32) as usize % SHARDS;
     TASKS[shard]
         .0
         .lock()

@@ -49,9 +49,12 @@ pin_project! {
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct Scoped<F> {
         context: Context,
-        // This task's values of thread-critical `Local`s (S19): its own, entered with the
-        // context, never carried anywhere.
+        // This task's values of thread-critical `Local`s (S19), entered with the context and
+        // never carried anywhere: used when the `Scoped` is the outermost task entry on the
+        // thread (a spawned task) or `own_storage` is set; a `Scoped` inside another (a
+        // `scope`, a `join!` branch) shares the enclosing task's.
         critical: Critical,
+        own_storage: bool,
         // `None` only while `Scoped` is being dropped, so that the inner future is dropped
         // inside the context (as tokio's `TaskLocalFuture` does, tokio#4604).
         #[pin]
@@ -65,6 +68,7 @@ pin_project! {
                 let _entered = current::enter(TaskEntry {
                     context: this.context,
                     critical: this.critical,
+                    own: *this.own_storage,
                 });
                 this.inner.set(None);
             }
@@ -92,6 +96,20 @@ impl<F> Scoped<F> {
         Scoped {
             context,
             critical: None,
+            own_storage: false,
+            inner: Some(inner),
+        }
+    }
+
+    /// [`Scoped::new`] for a future that is a task of its own wherever it is polled, with its
+    /// own thread-critical storage even inside another task (S19): a request of
+    /// `tower::ContextLayer`, the future `task::async_to_sync` drives.
+    #[cfg_attr(not(any(feature = "tokio", feature = "tower")), allow(dead_code))]
+    pub(crate) fn new_task(context: Context, inner: F) -> Self {
+        Scoped {
+            context,
+            critical: None,
+            own_storage: true,
             inner: Some(inner),
         }
     }
@@ -192,6 +210,7 @@ impl<F> Scoped<F> {
         let entry = TaskEntry {
             context: this.context,
             critical: this.critical,
+            own: *this.own_storage,
         };
         current::run_in(entry, || f(inner.as_pin_mut().expect(INNER_PRESENT)))
     }

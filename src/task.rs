@@ -228,6 +228,7 @@ where
                     let task = TaskEntry {
                         context: &mut context,
                         critical: &mut critical,
+                        own: true,
                     };
                     let outcome = catch_unwind(AssertUnwindSafe(|| current::run_in(task, f)));
                     (context, outcome)
@@ -257,7 +258,9 @@ where
 ///
 /// It works wherever Tokio allows blocking, on the runtime that can drive `fut` from there:
 ///
-/// - in a job of [`spawn_blocking`] or [`sync_to_async`]: that job's runtime;
+/// - in a job of [`spawn_blocking`] or [`sync_to_async`]: that job's runtime (for a
+///   current-thread runtime, timers and IO then make progress only while its `block_on` runs,
+///   as it does while the caller awaits the job);
 /// - on a thread that entered a multi-thread runtime (`let _guard = rt.enter();`), or inside
 ///   [`tokio::task::block_in_place`]: that runtime;
 /// - anywhere else — a plain thread, or one that entered a current-thread runtime, whose
@@ -310,7 +313,7 @@ pub fn async_to_sync<F: Future>(fut: F) -> F::Output {
     let driver = Driver::choose();
     let handed = Context::current_fork();
     let base = handed.clone();
-    let mut scoped = pin!(Scoped::new(handed, fut));
+    let mut scoped = pin!(Scoped::new_task(handed, fut));
     let sync_thread = Arc::new(SyncThread::default());
     let mut started = false;
     let outcome = {

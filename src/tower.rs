@@ -318,7 +318,7 @@ where
             context = baggage.extract_headers_onto(context, request.headers());
         }
         let future = context.run(|| self.inner.call(request));
-        Scoped::new(context, future)
+        Scoped::new_task(context, future)
     }
 }
 

@@ -253,3 +253,17 @@ fn a_guard_dropped_while_unwinding_in_a_task_without_a_context_does_not_abort() 
         Some(&"the task's own panic")
     );
 }
+
+#[test]
+fn a_guard_moved_into_a_task_without_a_context_drops_without_panicking() {
+    static MOVED: ContextVar<u32> = ContextVar::new("moved");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let guard = MOVED.set_guarded(1);
+    rt.block_on(rt.spawn(async move {
+        let _guard = guard; // its reset would be refused here (S21): skipped, no panic
+    }))
+    .unwrap();
+    assert_eq!(MOVED.get().as_deref(), Some(&1), "nothing changed");
+}

@@ -650,3 +650,45 @@ fn thread_critical_value_set_by_a_task_on_a_thread_with_none_stays_with_the_task
     .join()
     .unwrap();
 }
+
+#[test]
+fn thread_critical_values_are_shared_with_scopes_and_branches_inside_their_task() {
+    // A `scope` or a `join!` branch is part of the task, not a task of its own (S19).
+    static L: Local = Local::thread_critical();
+    static STEP: contextvars::ContextVar<u32> = contextvars::ContextVar::new("step");
+    run(async {
+        let seen = task::spawn(async {
+            L.set("conn", 1i64);
+            let in_scope = STEP
+                .scope(1, async {
+                    tokio::task::yield_now().await;
+                    L.set("in_scope", 2i64);
+                    get_i64(&L, "conn")
+                })
+                .await;
+            let (a, b) = tokio::join!(
+                async { get_i64(&L, "conn") }.with_current_context(),
+                async { get_i64(&L, "in_scope") }.with_current_context(),
+            );
+            (in_scope, a, b)
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, (Ok(1), Ok(1), Ok(2)));
+    });
+}
+
+#[test]
+fn thread_critical_values_never_cross_async_to_sync_inside_a_pool_job() {
+    static L: Local = Local::thread_critical();
+    run(async {
+        let (inside, after) = task::sync_to_async(|| {
+            L.set("conn", 1i64);
+            let inside = task::async_to_sync(async { L.contains("conn") });
+            (inside, get_i64(&L, "conn"))
+        })
+        .await;
+        assert!(!inside, "the driven future is a task of its own");
+        assert_eq!(after, Ok(1));
+    });
+}
