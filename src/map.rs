@@ -65,7 +65,9 @@ struct Entry<K, V> {
 enum Repr<K, V> {
     /// `None` is the empty map, so that an empty context allocates nothing.
     Small(Option<Arc<Vec<Entry<K, V>>>>),
-    Large(Trie<K, V>),
+    /// Behind an `Arc` of its own so that a map is two words (a context is swapped in and out
+    /// of the thread's slot on every `run` and poll); cloning stays one reference count.
+    Large(Arc<Trie<K, V>>),
 }
 
 /// See the module docs.
@@ -117,7 +119,7 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
                 let index = slot.as_ref()?.iter().position(|e| e.key.id() == id)?;
                 Some(&mut Arc::make_mut(slot.as_mut()?)[index].binding)
             }
-            Repr::Large(trie) => trie.get_mut(&id),
+            Repr::Large(trie) => Arc::make_mut(trie).get_mut(&id),
         }
     }
 
@@ -135,7 +137,7 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
                 }
                 self.grow().insert(key, binding)
             }
-            Repr::Large(trie) => trie.insert(key, binding),
+            Repr::Large(trie) => Arc::make_mut(trie).insert(key, binding),
         }
     }
 
@@ -148,7 +150,11 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
                 let entries = Arc::make_mut(slot.as_mut()?);
                 Some(entries.swap_remove(index).binding)
             }
-            Repr::Large(trie) => trie.remove(&id),
+            Repr::Large(trie) => {
+                // Look before `make_mut`, so that removing an absent key copies nothing.
+                trie.get(&id)?;
+                Arc::make_mut(trie).remove(&id)
+            }
         }
     }
 
@@ -158,7 +164,7 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
         match (&self.repr, &other.repr) {
             (Repr::Small(None), Repr::Small(None)) => true,
             (Repr::Small(Some(a)), Repr::Small(Some(b))) => Arc::ptr_eq(a, b),
-            (Repr::Large(a), Repr::Large(b)) => a.ptr_eq(b),
+            (Repr::Large(a), Repr::Large(b)) => Arc::ptr_eq(a, b) || a.ptr_eq(b),
             _ => false,
         }
     }
@@ -184,9 +190,9 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
         let trie: Trie<K, V> = entries
             .map(|entry| (entry.key, entry.binding.clone()))
             .collect();
-        self.repr = Repr::Large(trie);
+        self.repr = Repr::Large(Arc::new(trie));
         match &mut self.repr {
-            Repr::Large(trie) => trie,
+            Repr::Large(trie) => Arc::make_mut(trie),
             Repr::Small(_) => unreachable!("just replaced by a trie"),
         }
     }
