@@ -656,3 +656,69 @@ mod across_services {
         assert!(format!("{:?}", ContextLayer::new().extract(baggage())).contains("tenant"));
     }
 }
+
+/// `ContextLayer` with hyper alone: each connection served with hyper's own
+/// `serve_connection` in a plain `tokio::spawn`, the tower service adapted with hyper-util's
+/// `TowerToHyperService`, a handler that does a plain `set` and echoes what it reads back.
+#[test]
+fn a_bare_hyper_server_gives_every_request_its_own_context() {
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+
+    static HYPER_ID: ContextVar<String> = ContextVar::new("hyper_id");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mismatches = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let handler = service_fn(|request: http::Request<Incoming>| async move {
+            let id = request.headers()["x-id"].to_str().unwrap().to_owned();
+            HYPER_ID.set(id); // Django-style: the request's own context
+            tokio::task::yield_now().await;
+            let seen = task::spawn(async { HYPER_ID.get_cloned() }).await.unwrap();
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
+                seen.unwrap_or_default(),
+            ))))
+        });
+        let service = ContextLayer::new().layer(handler);
+        let server = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let service = TowerToHyperService::new(service.clone());
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let client = reqwest::Client::new();
+        let requests: Vec<_> = (0..200)
+            .map(|n| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let response = client
+                        .get(format!("http://{address}/"))
+                        .header("x-id", format!("req-{n}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    response.text().await.unwrap() != format!("req-{n}")
+                })
+            })
+            .collect();
+        let mut mismatches = 0;
+        for request in requests {
+            mismatches += usize::from(request.await.unwrap());
+        }
+        server.abort();
+        mismatches
+    });
+    assert_eq!(mismatches, 0);
+}
