@@ -6,8 +6,9 @@
 //! - [`read_shared`]: a look that runs user code (`ContextVar::with`).
 //! - [`modify`]: a change with no user code inside (`set`, `reset`).
 //! - [`enter`] / [`run_in`]: make a [`Context`] current until the returned guard drops (`run`);
-//!   a task [`Entry`] (`Scoped`, bridge jobs, the runtime hooks through [`enter_owned`]) also
-//!   swaps in the task's own storage for thread-critical values.
+//!   a task [`Entry`] (`Scoped`, bridge jobs, the runtime hooks, which keep an owned guard
+//!   between their before- and after-poll hooks) also swaps in the task's own storage for
+//!   thread-critical values.
 //! - [`read_critical`] / [`modify_critical`]: the storage of `Local::thread_critical` (S19):
 //!   the thread's own in plain code, the innermost task's inside a task entry. `run` does not
 //!   change it, so a value set on a thread is seen in any context entered on that thread.
@@ -66,6 +67,21 @@ struct Current {
     tasks: Cell<usize>,
 }
 
+impl Current {
+    /// S21: a write to the current context would land in a Tokio worker's own context, shared
+    /// by every task on it with no context of its own.
+    #[inline]
+    fn refuses_write(&self) -> bool {
+        self.entered.get() == 0 && isolation::in_task()
+    }
+
+    /// S21 for thread-critical storage: only a task entry gives a task storage of its own.
+    #[inline]
+    fn refuses_critical_write(&self) -> bool {
+        self.tasks.get() == 0 && isolation::in_task()
+    }
+}
+
 thread_local! {
     static CURRENT: Current = Current {
         slot: RefCell::new(Rc::new(Slot(Context::new()))),
@@ -119,7 +135,7 @@ pub(crate) fn read_shared<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
 pub(crate) fn modify<R>(call: &'static str, f: impl FnOnce(&mut Context) -> R) -> Option<R> {
     let mut f = Some(f);
     let result = CURRENT.try_with(|current| {
-        if current.entered.get() == 0 && isolation::in_task() {
+        if current.refuses_write() {
             return Err(Refused);
         }
         let mut slot = current.slot.borrow_mut();
@@ -138,15 +154,19 @@ pub(crate) fn modify<R>(call: &'static str, f: impl FnOnce(&mut Context) -> R) -
 /// Whether [`modify`] would accept a write here (S21), without panicking.
 pub(crate) fn writable() -> bool {
     CURRENT
-        .try_with(|current| current.entered.get() != 0 || !isolation::in_task())
+        .try_with(|current| !current.refuses_write())
         .unwrap_or(true)
 }
 
-/// Panics as [`modify`] would for a write by `call` here (S21); for writes that may turn out to
-/// change nothing, such as removing a missing attribute, so that misuse is refused either way.
-pub(crate) fn check_writable(call: &'static str) {
+/// Panics as [`modify`] (or, for `thread_critical`, [`modify_critical`]) would for a write by
+/// `call` here (S21); for writes that may turn out to change nothing, such as removing a
+/// missing attribute, so that misuse is refused either way.
+pub(crate) fn check_writable(call: &'static str, thread_critical: bool) {
     let refused = CURRENT
-        .try_with(|current| current.entered.get() == 0 && isolation::in_task())
+        .try_with(|current| match thread_critical {
+            true => current.refuses_critical_write(),
+            false => current.refuses_write(),
+        })
         .unwrap_or(false);
     if refused {
         isolation::refuse_write(call);
@@ -188,7 +208,7 @@ pub(crate) fn modify_critical<R>(
 ) -> Option<R> {
     let mut f = Some(f);
     let result = CURRENT.try_with(|current| {
-        if current.tasks.get() == 0 && isolation::in_task() {
+        if current.refuses_critical_write() {
             return Err(Refused);
         }
         let mut critical = current.critical.take();
@@ -203,16 +223,6 @@ pub(crate) fn modify_critical<R>(
         Ok(Ok(result)) => Some(result),
         Ok(Err(Refused)) => isolation::refuse_write(call),
         Err(_) => None,
-    }
-}
-
-/// Panics as [`modify_critical`] would for a write by `call` here (S21).
-pub(crate) fn check_critical_writable(call: &'static str) {
-    let refused = CURRENT
-        .try_with(|current| current.tasks.get() == 0 && isolation::in_task())
-        .unwrap_or(false);
-    if refused {
-        isolation::refuse_write(call);
     }
 }
 
@@ -336,14 +346,6 @@ pub(crate) fn enter<'a, E: Entry>(mut entry: E) -> Entered<'a, E> {
     }
 }
 
-/// [`enter`] for an owned task, for callers that cannot hold a borrow for as long as it
-/// is entered: the `runtime` module's poll hooks keep the guard in a thread-local between the
-/// before- and after-poll hooks. [`Entered::exit`] gives the task back.
-#[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
-pub(crate) fn enter_owned(task: OwnedTask) -> Entered<'static, OwnedTask> {
-    enter(task)
-}
-
 /// [`enter`] with the thread-local already in hand; the guard reuses it on exit.
 #[inline]
 fn enter_cell<E: Entry>(current: &Current, mut entry: E) -> Entered<'_, E> {
@@ -398,7 +400,7 @@ fn swap_critical(current: &Current, critical: &mut Critical) {
     }
 }
 
-/// Guard returned by [`enter`] and [`enter_owned`]. Its `Drop` cannot panic:
+/// Guard returned by [`enter`]. Its `Drop` cannot panic:
 /// the `borrow_mut`s are never contended (see the module docs) and the rest only moves values.
 pub(crate) struct Entered<'a, E: Entry> {
     entry: E,

@@ -244,11 +244,7 @@ impl Local {
     /// assert!(LOCAL.remove("tmp").is_err());
     /// ```
     pub fn remove(&self, name: &str) -> Result<(), LocalError> {
-        if self.thread_critical {
-            current::check_critical_writable("Local::remove");
-        } else {
-            current::check_writable("Local::remove");
-        }
+        current::check_writable("Local::remove", self.thread_critical);
         if !self.contains(name) {
             return Err(LocalError::Missing {
                 name: name.to_owned(),

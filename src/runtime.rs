@@ -189,7 +189,7 @@ pub fn on_task_spawn(meta: &TaskMeta<'_>) {
 pub fn on_before_task_poll(meta: &TaskMeta<'_>) {
     let id = meta.id();
     let task = take_for_poll(id);
-    let entered = current::enter_owned(task);
+    let entered = current::enter(task);
     // If the thread-local is gone the worker is being torn down; the context drops with it.
     let _ = POLLING.try_with(|polling| polling.borrow_mut().push((id, entered)));
 }
