@@ -1,78 +1,183 @@
-//! The current context of each thread: the one place that touches the thread-local.
+//! The current context of each thread: the one place that touches the thread-local, and the
+//! crate's only `unsafe` code.
 //!
 //! Every other module reads or changes "the current context" through these functions:
 //!
-//! - [`read`]: a short look with no user code inside (`get`, `is_set`, `Context::current`).
-//! - [`read_shared`]: a look that runs user code (`ContextVar::with`).
+//! - [`get_arc`] / [`is_bound`]: one variable's value (`get`, `is_set`), through a cache of
+//!   recent lookups.
+//! - [`read_value`]: a look at one variable's value that runs user code (`ContextVar::with`).
+//! - [`read`] / [`read_or_none`]: a short look at the whole context, with no user code inside
+//!   (`Context::current`, `Local`).
 //! - [`modify`]: a change with no user code inside (`set`, `reset`).
-//! - [`enter`] / [`run_in`]: make a [`Context`] current until the returned guard drops (`run`);
-//!   a task [`Entry`] (`Scoped`, bridge jobs, the runtime hooks, which keep an owned guard
-//!   between their before- and after-poll hooks) also swaps in the task's own storage for
-//!   thread-critical values.
+//! - [`run_in`]: make a context current while a closure runs (`run`, `Scoped` polls, bridge
+//!   jobs). A task [`Entry`] also swaps in the task's own storage for thread-critical values.
+//!   [`enter_task`] is the same for the runtime hooks, whose guard lives from the before-poll to
+//!   the after-poll hook.
 //! - [`read_critical`] / [`modify_critical`]: the storage of `Local::thread_critical` (S19):
 //!   the thread's own in plain code, the innermost task's inside a task entry. `run` does not
 //!   change it, so a value set on a thread is seen in any context entered on that thread.
 //!
-//! The thread holds its context in an `Rc`. A reader that runs user code holds a clone of that
-//! `Rc` instead of a `RefCell` borrow, so the user code may `set` or `run` freely: a write then
-//! finds the `Rc` shared and copies the context first (O(1) for the persistent map), leaving
-//! the reader's version intact. In the common case the `Rc` is unique and nothing is copied.
+//! # How the current context is found
 //!
-//! User code never runs while the `RefCell` is borrowed, and no user value is dropped while it
-//! is borrowed (callers of [`modify`] return displaced values and drop them afterwards), so the
-//! `borrow`/`borrow_mut` calls here cannot panic.
+//! Entering a context stores a pointer to it in a thread-local ([`Hot`]) that is
+//! const-initialized and has no destructor, so reaching it costs no lazy-initialization check;
+//! leaving puts the previous pointer back. The context itself never moves: it stays where its
+//! owner keeps it (the caller of `run`, a pinned `Scoped`, a bridge job's frame, a runtime
+//! hook's box), and writes change it in place. A null pointer means that no context is entered
+//! and the thread's own context, kept in a second thread-local with a destructor, is current.
 //!
-//! While the thread's thread-local storage is being destroyed, reads see an empty context,
-//! writes are discarded and [`enter`] does nothing: none of them panics.
+//! Lookups of one variable are cached per thread (CPython's per-variable cache, turned around:
+//! a few slots keyed by variable id), valid for one *version* of the current context; entering,
+//! leaving and every write start a new version. A hit is two compares.
 //!
-//! The slot also counts how many contexts are entered on the thread. With none entered, a
-//! write goes to the thread's own context; inside a Tokio task that context is shared by every
-//! unwrapped task on the worker, so [`modify`] refuses the write there (S21, see
-//! [`isolation`](crate::isolation)). Entered contexts cost the check nothing but a `Cell` read.
+//! # Invariants (what the `SAFETY` comments rely on)
+//!
+//! 1. **A non-null `Hot::active` points to a live context that nothing else uses.** Only
+//!    [`run_in`] and [`enter_task`] set it, to a context whose owner is borrowed (or boxed and
+//!    owned) for as long as it is entered, turned into a raw pointer at once so that no
+//!    reference to it is retagged while it is in use. They put the previous pointer back in
+//!    LIFO order: `run_in`'s guard lives on its stack frame, and a runtime task guard leaves only
+//!    when it is innermost ([`TaskGuard::is_innermost`]); one that is not is kept, or leaked at
+//!    thread teardown, never freed while a pointer to it may remain.
+//! 2. **No `&mut Context` and `&Context` to the current context overlap.** [`read`] and
+//!    [`modify`] hand out a reference for a closure that runs no user code (the callers'
+//!    contract; displaced values are dropped after the closure returns), so they never nest.
+//! 3. **A value [`read_value`] hands to user code outlives the read.** The user code may write
+//!    to the very context it reads. A write while a read is in progress first keeps a copy of
+//!    the context (O(1): one reference count) until the outermost read ends, which keeps the map,
+//!    and with it every value, alive. The write then finds the map shared and copies before
+//!    changing it, so the memory the reader points into is never written.
+//! 4. **A cached lookup is used only in the version that made it, by the variable that made
+//!    it.** The current context can change only through [`enter`], [`leave`] and [`modify`],
+//!    which start a new version, and the destruction of the thread's own context starts one too.
+//!    The cache is keyed by variable id and only a `ContextVar<T>` with that id fills or reads
+//!    its slot; ids are unique (each variable takes the next one of a global counter, once), so
+//!    the pointer in a slot is to that variable's `T`.
+//!
+//! While the thread's thread-local storage is being destroyed, the thread's own context reads as
+//! absent and writes to it are discarded; entered contexts work as usual. None of it panics.
+//!
+//! S21: with no context entered, a write would go to the thread's own context; inside a Tokio
+//! task that context is shared by every unwrapped task on the worker, so [`modify`] refuses the
+//! write there (see [`isolation`](crate::isolation)). Entered contexts pay nothing for the check.
 
-use std::cell::{Cell, RefCell};
-use std::mem;
-use std::rc::Rc;
+use std::any::Any;
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::marker::PhantomData;
+use std::ptr;
+use std::sync::Arc;
 
 use crate::context::Context;
 use crate::isolation;
-
-/// The thread's current context. Cloning keeps the identity: it is the same context, copied
-/// on write because a reader still looks at the old version.
-struct Slot(Context);
-
-impl Clone for Slot {
-    fn clone(&self) -> Self {
-        Slot(self.0.clone_same_identity())
-    }
-}
+use crate::var::ContextVar;
 
 /// Storage for thread-critical values (S19): a context used as a plain map, boxed so that a
 /// task entry swaps one pointer, and absent until the first thread-critical `set`.
 pub(crate) type Critical = Option<Box<Context>>;
 
-/// What the thread-local holds: the current context, the thread-critical storage in use, and
-/// how many contexts and tasks are entered.
-struct Current {
-    slot: RefCell<Rc<Slot>>,
-    /// Entered contexts ([`enter`], [`run_in`], task entries) not yet exited on this thread.
-    /// Zero means the thread's own context is current.
-    entered: Cell<usize>,
-    /// Taken out and put back by the few functions that use it; never borrowed across user code.
-    critical: Cell<Critical>,
-    /// Whether `critical` is `Some`: lets a task entry skip swapping two empty storages, the
-    /// common case (a swap of two `None`s changes nothing, so skipping it is exact).
-    has_critical: Cell<bool>,
-    /// Task entries not yet exited: zero means `critical` is the thread's own.
+/// What every read and write touches: const-initialized and without a destructor.
+struct Hot {
+    /// The innermost entered context; null when none is, and the thread's own is current.
+    active: Cell<*mut Context>,
+    /// Changes whenever the current context may change: on entering and leaving, every write,
+    /// and the destruction of the thread's own context. A cached lookup of another version is
+    /// stale.
+    version: Cell<u64>,
+    /// Recent lookups, by variable id (see [`find`]).
+    cache: [Cell<Cached>; CACHE_SLOTS],
+    /// [`read_value`]s in progress on the thread.
+    readers: Cell<usize>,
+    /// Whether `Own::kept` holds copies to drop when the outermost read ends.
+    kept: Cell<bool>,
+    /// Task entries not yet left: zero means the thread-critical storage in use is the thread's.
     tasks: Cell<usize>,
+    /// Whether the thread-critical storage in use is `Some`: lets a task entry skip swapping two
+    /// empty storages, the common case (a swap of two `None`s changes nothing, so it is exact).
+    has_critical: Cell<bool>,
 }
 
-impl Current {
+/// What the thread owns; created on first use, destroyed with the thread.
+struct Own {
+    context: UnsafeCell<Context>,
+    /// Taken out and put back by the few functions that use it; never borrowed across user code.
+    critical: Cell<Critical>,
+    /// Copies of contexts written to while a [`read_value`] runs, kept until the outermost one
+    /// ends (invariant 3).
+    kept: RefCell<Vec<Context>>,
+}
+
+impl Drop for Own {
+    fn drop(&mut self) {
+        // Cached lookups may point into the thread's own context, which is about to go.
+        HOT.with(Hot::changed);
+    }
+}
+
+/// Slots of [`Hot::cache`]: a handful of variables is what a hot path reads.
+const CACHE_SLOTS: usize = 8;
+
+/// A cached lookup: the variable with this `id` was bound to `value` (its `T`; null if unbound)
+/// in the current context as of `version`.
+#[derive(Clone, Copy)]
+struct Cached {
+    id: u64,
+    version: u64,
+    value: *const (),
+}
+
+impl Cached {
+    const EMPTY: Cached = Cached {
+        id: 0,
+        // Never current: versions start at 1.
+        version: 0,
+        value: ptr::null(),
+    };
+}
+
+thread_local! {
+    static HOT: Hot = const {
+        Hot {
+            active: Cell::new(ptr::null_mut()),
+            version: Cell::new(1),
+            cache: [const { Cell::new(Cached::EMPTY) }; CACHE_SLOTS],
+            readers: Cell::new(0),
+            kept: Cell::new(false),
+            tasks: Cell::new(0),
+            has_critical: Cell::new(false),
+        }
+    };
+    static OWN: Own = const {
+        Own {
+            context: UnsafeCell::new(Context::new()),
+            critical: Cell::new(None),
+            kept: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+impl Hot {
+    /// The current context, or null during thread teardown when no context is entered.
+    #[inline]
+    fn current(&self) -> *mut Context {
+        let active = self.active.get();
+        if active.is_null() {
+            own_context()
+        } else {
+            active
+        }
+    }
+
+    /// The current context may have changed: cached lookups are stale.
+    #[inline]
+    fn changed(&self) {
+        self.version.set(self.version.get().wrapping_add(1));
+    }
+
     /// S21: a write to the current context would land in a Tokio worker's own context, shared
     /// by every task on it with no context of its own.
     #[inline]
     fn refuses_write(&self) -> bool {
-        self.entered.get() == 0 && isolation::in_task()
+        self.active.get().is_null() && isolation::in_task()
     }
 
     /// S21 for thread-critical storage: only a task entry gives a task storage of its own.
@@ -82,48 +187,153 @@ impl Current {
     }
 }
 
-thread_local! {
-    static CURRENT: Current = Current {
-        slot: RefCell::new(Rc::new(Slot(Context::new()))),
-        entered: Cell::new(0),
-        critical: const { Cell::new(None) },
-        has_critical: Cell::new(false),
-        tasks: Cell::new(0),
-    };
+/// The thread's own context; null while the thread-local is being destroyed, or after.
+fn own_context() -> *mut Context {
+    OWN.try_with(|own| own.context.get())
+        .unwrap_or(ptr::null_mut())
 }
 
 /// Runs `f` on the current context. `f` must not run user code nor drop user values.
-/// `None` if the thread-local is gone (thread teardown).
+/// `None` during thread teardown with no context entered.
 #[inline]
 pub(crate) fn read<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
-    CURRENT.try_with(|current| f(&current.slot.borrow().0)).ok()
+    let context = HOT.with(Hot::current);
+    // SAFETY: a non-null current context is live (invariant 1), and `f` runs no code that
+    // could change it (invariant 2).
+    (!context.is_null()).then(|| f(unsafe { &*context }))
 }
 
-/// [`read`], with `None` for `f` if the thread-local is gone.
+/// [`read`], with `None` for `f` during thread teardown with no context entered.
 #[inline]
 pub(crate) fn read_or_none<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
-    let mut f = Some(f);
-    let f_slot = &mut f;
-    match CURRENT.try_with(move |current| {
-        (f_slot.take().expect("called once"))(Some(&current.slot.borrow().0))
-    }) {
-        Ok(result) => result,
-        Err(_) => (f.take().expect("not called: the thread-local is gone"))(None),
+    let context = HOT.with(Hot::current);
+    // SAFETY: as in `read`.
+    f((!context.is_null()).then(|| unsafe { &*context }))
+}
+
+/// `var`'s value in the current context, or null if it is unbound (or during thread teardown
+/// with no context entered).
+///
+/// The pointer is valid until the version changes (the next enter, leave or write on this
+/// thread: invariant 4) and carries the provenance of the value's whole `Arc` allocation
+/// (`Arc::as_ptr`, not a reference to the `T`), as `Arc::increment_strong_count` needs.
+#[inline]
+fn find<T: Send + Sync + 'static>(hot: &Hot, var: &ContextVar<T>) -> *const T {
+    let id = var.id();
+    let slot = &hot.cache[id as usize % CACHE_SLOTS];
+    let cached = slot.get();
+    if cached.id == id && cached.version == hot.version.get() {
+        return cached.value.cast();
+    }
+    find_uncached(hot, id, slot)
+}
+
+#[inline(never)]
+fn find_uncached<T: Any>(hot: &Hot, id: u64, slot: &Cell<Cached>) -> *const T {
+    let context = hot.current();
+    if context.is_null() {
+        return ptr::null();
+    }
+    // SAFETY: a non-null current context is live (invariant 1) and is not being changed
+    // (invariant 2).
+    let binding = unsafe { &*context }.lookup(id);
+    let value = match binding {
+        Some(binding) if binding.value.is::<T>() => Arc::as_ptr(&binding.value).cast::<T>(),
+        _ => ptr::null(),
+    };
+    slot.set(Cached {
+        id,
+        version: hot.version.get(),
+        value: value.cast(),
+    });
+    value
+}
+
+/// Whether `var` is bound in the current context.
+#[inline]
+pub(crate) fn is_bound<T: Send + Sync + 'static>(var: &ContextVar<T>) -> bool {
+    !HOT.with(|hot| find(hot, var)).is_null()
+}
+
+/// `var`'s value in the current context, if it is bound.
+#[inline]
+pub(crate) fn get_arc<T: Send + Sync + 'static>(var: &ContextVar<T>) -> Option<Arc<T>> {
+    let value = HOT.with(|hot| find(hot, var));
+    (!value.is_null()).then(|| {
+        // SAFETY: `value` is `Arc::as_ptr` of a live `Arc<dyn Any>` made from an `Arc<T>` by an
+        // unsized coercion (what `Arc::from_raw` requires), checked to hold a `T`, found in
+        // this version (invariant 4) with nothing run since; the `Arc` made here owns the count
+        // added here.
+        unsafe {
+            Arc::increment_strong_count(value);
+            Arc::from_raw(value)
+        }
+    })
+}
+
+/// Ends a [`read_value`], also when its user code panics.
+struct Reading<'a>(&'a Hot);
+
+impl Drop for Reading<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let readers = self.0.readers.get() - 1;
+        self.0.readers.set(readers);
+        if readers == 0 && self.0.kept.get() {
+            release_kept(self.0);
+        }
     }
 }
 
-/// Runs `f` on the current context; `f` may run any user code, including code that changes
-/// the current context. `f` gets `None` if the thread-local is gone.
+/// Runs `f` on `var`'s value in the current context, if it is bound;
+/// `f` may run any user code, including code that changes the current context.
 #[inline]
-pub(crate) fn read_shared<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
-    match CURRENT.try_with(|current| Rc::clone(&current.slot.borrow())) {
-        Ok(slot) => f(Some(&slot.0)),
-        Err(_) => f(None),
+pub(crate) fn read_value<T: Send + Sync + 'static, R>(
+    var: &ContextVar<T>,
+    f: impl FnOnce(Option<&T>) -> R,
+) -> R {
+    HOT.with(|hot| {
+        let value = find(hot, var);
+        // Counted only around `f`, with nothing opaque in between: when `f` inlines and
+        // cannot write, the compiler drops the count altogether.
+        hot.readers.set(hot.readers.get() + 1);
+        let _reading = Reading(hot);
+        // SAFETY: `value` is null or points to a live `T` (`find`, invariant 4). It outlives `f` even if
+        // `f` writes to this context or leaves it (invariant 3): a write while `readers` is
+        // non-zero keeps a copy of the context, and with it the value, until the outermost
+        // read ends.
+        f(unsafe { value.as_ref() })
+    })
+}
+
+/// A write is about to change `context` while a [`read_value`] runs: keep what it reads.
+#[cold]
+#[inline(never)]
+fn keep_for_reader(hot: &Hot, context: *const Context) {
+    // SAFETY: `context` is the live current context (invariant 1), read before the caller
+    // makes a `&mut` to it.
+    let mut copy = Some(unsafe { &*context }.clone());
+    let kept = OWN.try_with(|own| own.kept.borrow_mut().extend(copy.take()));
+    match kept {
+        Ok(()) => hot.kept.set(true),
+        // Thread teardown: nowhere to keep it until the read ends, so it is never dropped.
+        Err(_) => std::mem::forget(copy),
     }
+}
+
+/// The outermost [`read_value`] ended: drop what was kept for it.
+#[cold]
+#[inline(never)]
+fn release_kept(hot: &Hot) {
+    hot.kept.set(false);
+    // Taken out first: dropping the copies may run user code that reads or writes.
+    let kept = OWN.try_with(|own| std::mem::take(&mut *own.kept.borrow_mut()));
+    drop(kept);
 }
 
 /// Runs `f` on the current context, mutably. `f` must not run user code nor drop user values:
-/// it returns what it displaced. `None` (and `f` is not called) if the thread-local is gone.
+/// it returns what it displaced. `None` (and `f` is not called) during thread teardown with no
+/// context entered.
 ///
 /// # Panics
 ///
@@ -133,57 +343,50 @@ pub(crate) fn read_shared<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
 // the panic names the call instead, and the backtrace shows the caller.
 #[inline]
 pub(crate) fn modify<R>(call: &'static str, f: impl FnOnce(&mut Context) -> R) -> Option<R> {
-    let mut f = Some(f);
-    let result = CURRENT.try_with(|current| {
-        if current.refuses_write() {
-            return Err(Refused);
+    HOT.with(|hot| {
+        if hot.refuses_write() {
+            isolation::refuse_write(call);
         }
-        let mut slot = current.slot.borrow_mut();
-        let f = f.take().expect("modify calls f at most once");
-        Ok(f(&mut Rc::make_mut(&mut slot).0))
-    });
-    // `f` is dropped here, outside the borrow, if it was not called: it may own user values.
-    drop(f);
-    match result {
-        Ok(Ok(result)) => Some(result),
-        Ok(Err(Refused)) => isolation::refuse_write(call),
-        Err(_) => None,
-    }
+        let context = hot.current();
+        if context.is_null() {
+            return None;
+        }
+        hot.changed();
+        if hot.readers.get() != 0 {
+            keep_for_reader(hot, context);
+        }
+        // SAFETY: the current context is live (invariant 1) and no other reference to it is in
+        // use (invariant 2; a reader's values are kept elsewhere, invariant 3).
+        Some(f(unsafe { &mut *context }))
+    })
 }
 
 /// Whether [`modify`] would accept a write here (S21), without panicking.
 pub(crate) fn writable() -> bool {
-    CURRENT
-        .try_with(|current| !current.refuses_write())
-        .unwrap_or(true)
+    !HOT.with(Hot::refuses_write)
 }
 
 /// Panics as [`modify`] (or, for `thread_critical`, [`modify_critical`]) would for a write by
 /// `call` here (S21); for writes that may turn out to change nothing, such as removing a
 /// missing attribute, so that misuse is refused either way.
 pub(crate) fn check_writable(call: &'static str, thread_critical: bool) {
-    let refused = CURRENT
-        .try_with(|current| match thread_critical {
-            true => current.refuses_critical_write(),
-            false => current.refuses_write(),
-        })
-        .unwrap_or(false);
+    let refused = HOT.with(|hot| match thread_critical {
+        true => hot.refuses_critical_write(),
+        false => hot.refuses_write(),
+    });
     if refused {
         isolation::refuse_write(call);
     }
 }
 
-/// [`modify`] found no context entered inside a Tokio task.
-struct Refused;
-
 /// Runs `f` on the thread-critical storage in use (S19); `None` if there is none yet. `f` must
 /// not run user code nor drop user values.
 pub(crate) fn read_critical<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
     let mut f = Some(f);
-    let read = CURRENT.try_with(|current| {
-        let critical = current.critical.take();
+    let read = OWN.try_with(|own| {
+        let critical = own.critical.take();
         let result = (f.take().expect("read_critical calls f once"))(critical.as_deref());
-        current.critical.set(critical);
+        own.critical.set(critical);
         result
     });
     match (read, f) {
@@ -206,296 +409,234 @@ pub(crate) fn modify_critical<R>(
     call: &'static str,
     f: impl FnOnce(&mut Context) -> R,
 ) -> Option<R> {
-    let mut f = Some(f);
-    let result = CURRENT.try_with(|current| {
-        if current.refuses_critical_write() {
-            return Err(Refused);
+    if HOT.with(Hot::refuses_critical_write) {
+        isolation::refuse_write(call);
+    }
+    OWN.try_with(|own| {
+        let mut critical = own.critical.take();
+        let result = f(critical.get_or_insert_with(Box::default));
+        own.critical.set(critical);
+        HOT.with(|hot| hot.has_critical.set(true));
+        result
+    })
+    .ok()
+}
+
+/// What a guard enters, as raw pointers (see invariant 1): a context, and for a task also its
+/// thread-critical storage.
+pub(crate) struct RawEntry {
+    context: *mut Context,
+    /// Null for a plain `run`, which keeps the thread's storage (S19).
+    critical: *mut Critical,
+    /// A task of its own even inside another task entry (a bridge job, a runtime hook's task,
+    /// `async_to_sync`'s future), rather than a part of the enclosing task (a `scope`, a
+    /// `join!` branch).
+    forced_own_storage: bool,
+}
+
+/// Something [`run_in`] can enter: borrowed for `'a`, for as long as it is entered.
+pub(crate) trait Entry<'a> {
+    fn into_raw(self) -> RawEntry;
+}
+
+impl<'a> Entry<'a> for &'a mut Context {
+    #[inline]
+    fn into_raw(self) -> RawEntry {
+        RawEntry {
+            context: self,
+            critical: ptr::null_mut(),
+            forced_own_storage: false,
         }
-        let mut critical = current.critical.take();
-        let storage = critical.get_or_insert_with(Box::default);
-        let result = (f.take().expect("modify_critical calls f once"))(storage);
-        current.critical.set(critical);
-        current.has_critical.set(true);
-        Ok(result)
-    });
-    drop(f);
-    match result {
-        Ok(Ok(result)) => Some(result),
-        Ok(Err(Refused)) => isolation::refuse_write(call),
-        Err(_) => None,
     }
 }
 
-/// Runs `f` with `ctx` as the current context: [`enter`] and its guard within a single
-/// thread-local access. If the thread-local is gone, `f` runs without entering `ctx`.
-#[inline]
-pub(crate) fn run_in<E: Entry, R>(entry: E, f: impl FnOnce() -> R) -> R {
-    // `f` stays here if the thread-local is gone, so it can still run (without `ctx`).
-    let mut f = Some(f);
-    let f_slot = &mut f;
-    let entered = CURRENT.try_with(move |current| {
-        let _entered = enter_cell(current, entry);
-        f_slot.take().map(|f| f())
-    });
-    match (entered, f) {
-        (Ok(Some(result)), _) => result,
-        (_, Some(f)) => f(),
-        (_, None) => unreachable!("f is taken only by the closure, which then returns Some"),
-    }
-}
-
-/// How [`Entered`] puts the previous context back.
-enum Restore {
-    /// The entered context was swapped into the thread's slot in place; swap it back.
-    Swapped,
-    /// The slot was shared by a reader, so the entered context got a slot of its own; this is
-    /// the previous slot.
-    Stashed(Rc<Slot>),
-    /// The thread-local is gone: nothing was entered.
-    Nothing,
-}
-
-/// What a guard enters: a context, and for a task also its thread-critical storage.
-pub(crate) trait Entry {
-    fn context(&mut self) -> &mut Context;
-    /// The task's own thread-critical storage, swapped in with the context; `None` for a plain
-    /// `run`, which keeps the thread's (S19).
-    fn critical(&mut self) -> Option<&mut Critical>;
-    /// Whether the entry is a task of its own even inside another task entry (a bridge job,
-    /// a runtime hook's task, `async_to_sync`'s future), rather than a part of the enclosing
-    /// task (a `scope`, a `join!` branch).
-    fn forces_own_storage(&self) -> bool {
-        false
-    }
-}
-
-impl Entry for &mut Context {
-    #[inline]
-    fn context(&mut self) -> &mut Context {
-        self
-    }
-
-    #[inline]
-    fn critical(&mut self) -> Option<&mut Critical> {
-        None
-    }
-}
-
-/// A task's context and thread-critical storage, borrowed (`Scoped`, pool jobs).
+/// A task's context and thread-critical storage, borrowed (`Scoped`, bridge jobs).
 pub(crate) struct TaskEntry<'a> {
     pub(crate) context: &'a mut Context,
     pub(crate) critical: &'a mut Critical,
-    /// A task of its own even when entered inside another (see [`Entry::forces_own_storage`]).
+    /// A task of its own even when entered inside another (see [`RawEntry`]).
     pub(crate) own: bool,
 }
 
-impl Entry for TaskEntry<'_> {
+impl<'a> Entry<'a> for TaskEntry<'a> {
     #[inline]
-    fn context(&mut self) -> &mut Context {
-        self.context
-    }
-
-    #[inline]
-    fn critical(&mut self) -> Option<&mut Critical> {
-        Some(self.critical)
-    }
-
-    #[inline]
-    fn forces_own_storage(&self) -> bool {
-        self.own
+    fn into_raw(self) -> RawEntry {
+        RawEntry {
+            context: self.context,
+            critical: self.critical,
+            forced_own_storage: self.own,
+        }
     }
 }
 
-/// A task's context and thread-critical storage, owned (bridge jobs, the runtime hooks).
+/// What entering replaced, to put back on leaving.
+struct Previous {
+    context: *mut Context,
+    /// Whether the entry's thread-critical storage was swapped in (to swap back on leaving).
+    own_storage: bool,
+}
+
+/// Makes `entry` current: its context, and for a task entry its thread-critical storage when
+/// the entry is a task of its own (the outermost task entry on the thread, or a forced one).
+#[inline]
+fn enter(hot: &Hot, entry: &RawEntry) -> Previous {
+    let mut own_storage = false;
+    if !entry.critical.is_null() {
+        own_storage = entry.forced_own_storage || hot.tasks.get() == 0;
+        hot.tasks.set(hot.tasks.get() + 1);
+        if own_storage {
+            swap_critical(hot, entry.critical);
+        }
+    }
+    hot.changed();
+    Previous {
+        context: hot.active.replace(entry.context),
+        own_storage,
+    }
+}
+
+/// Undoes [`enter`].
+#[inline]
+fn leave(hot: &Hot, entry: &RawEntry, previous: &Previous) {
+    hot.active.set(previous.context);
+    hot.changed();
+    if !entry.critical.is_null() {
+        hot.tasks.set(hot.tasks.get() - 1);
+        if previous.own_storage {
+            swap_critical(hot, entry.critical);
+        }
+    }
+}
+
+/// Exchanges the thread-critical storage in use with a task's, unless both are empty.
+#[inline]
+fn swap_critical(hot: &Hot, critical: *mut Critical) {
+    // SAFETY: `critical` comes from an `Entry` borrowed (or boxed) for as long as it is entered
+    // (invariant 1), and nothing else uses it meanwhile: only `enter` and `leave` touch it.
+    let critical = unsafe { &mut *critical };
+    if critical.is_some() || hot.has_critical.get() {
+        swap_critical_storage(hot, critical);
+    }
+}
+
+/// Out of line: most tasks never use thread-critical values, and keeping this out of `enter`
+/// and `leave` lets a `run` or a poll inline whole.
+#[cold]
+#[inline(never)]
+fn swap_critical_storage(hot: &Hot, critical: &mut Critical) {
+    // During thread teardown there is no storage to swap with; the task keeps its own.
+    let _ = OWN.try_with(|own| {
+        hot.has_critical.set(critical.is_some());
+        own.critical.swap(Cell::from_mut(critical));
+    });
+}
+
+/// Runs `f` with `entry` current, then makes the previous context current again; the entry
+/// holds everything set meanwhile.
+#[inline]
+pub(crate) fn run_in<'a, E: Entry<'a>, R>(entry: E, f: impl FnOnce() -> R) -> R {
+    /// Leaves on drop, also when `f` panics.
+    struct Entered<'h> {
+        hot: &'h Hot,
+        entry: RawEntry,
+        previous: Previous,
+    }
+
+    impl Drop for Entered<'_> {
+        #[inline]
+        fn drop(&mut self) {
+            // Unconditionally: this guard is on the stack, so every context entered after it
+            // by another `run_in` has been left already, and a runtime task guard entered after
+            // it and not left is never left later (`TaskGuard::is_innermost`).
+            leave(self.hot, &self.entry, &self.previous);
+        }
+    }
+
+    let entry = entry.into_raw();
+    HOT.with(|hot| {
+        let previous = enter(hot, &entry);
+        let _entered = Entered {
+            hot,
+            entry,
+            previous,
+        };
+        f()
+    })
+}
+
+/// A task's context and thread-critical storage, owned (the runtime hooks).
 #[derive(Default)]
 pub(crate) struct OwnedTask {
     pub(crate) context: Context,
     pub(crate) critical: Critical,
 }
 
-impl Entry for OwnedTask {
-    #[inline]
-    fn context(&mut self) -> &mut Context {
-        &mut self.context
-    }
-
-    #[inline]
-    fn critical(&mut self) -> Option<&mut Critical> {
-        Some(&mut self.critical)
-    }
-
-    fn forces_own_storage(&self) -> bool {
-        true
-    }
-}
-
-/// Makes `entry`'s context current until the returned guard drops (a task entry also swaps in
-/// its thread-critical storage); then the previous one is current again and the entry holds
-/// everything set meanwhile. Nested guards must drop in LIFO order, which their borrows of the
-/// entered contexts enforce for `run`, and poll nesting for `Scoped`.
-#[inline]
-pub(crate) fn enter<'a, E: Entry>(mut entry: E) -> Entered<'a, E> {
-    let (restore, own_storage) = CURRENT
-        .try_with(|current| swap_in(current, &mut entry))
-        .unwrap_or((Restore::Nothing, false));
-    Entered {
-        entry,
-        restore,
-        own_storage,
-        cell: None,
-    }
-}
-
-/// [`enter`] with the thread-local already in hand; the guard reuses it on exit.
-#[inline]
-fn enter_cell<E: Entry>(current: &Current, mut entry: E) -> Entered<'_, E> {
-    let (restore, own_storage) = swap_in(current, &mut entry);
-    Entered {
-        entry,
-        restore,
-        own_storage,
-        cell: Some(current),
-    }
-}
-
-#[inline]
-fn swap_in<E: Entry>(current: &Current, entry: &mut E) -> (Restore, bool) {
-    current.entered.set(current.entered.get() + 1);
-    let forced = entry.forces_own_storage();
-    let mut own_storage = false;
-    if let Some(critical) = entry.critical() {
-        // The outermost task entry on the thread is the task; one inside it (a `scope`, a
-        // `join!` branch) shares the task's storage, unless it is a task of its own.
-        own_storage = forced || current.tasks.get() == 0;
-        current.tasks.set(current.tasks.get() + 1);
-        if own_storage {
-            swap_critical(current, critical);
+/// Makes a task current until [`TaskGuard::exit`]: the runtime hooks enter in the before-poll
+/// hook and leave in the after-poll hook, keeping the guard in between.
+#[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
+pub(crate) fn enter_task(task: Box<OwnedTask>) -> TaskGuard {
+    let task = Box::into_raw(task);
+    // SAFETY: `task` is a valid box, now owned by the guard until `exit` or drop rebuild it.
+    let entry = unsafe {
+        RawEntry {
+            context: &raw mut (*task).context,
+            critical: &raw mut (*task).critical,
+            forced_own_storage: true,
         }
-    }
-    let ctx = entry.context();
-    let mut slot = current.slot.borrow_mut();
-    let restore = match Rc::get_mut(&mut slot) {
-        Some(Slot(current)) => {
-            mem::swap(current, ctx);
-            Restore::Swapped
-        }
-        None => enter_shared(&mut slot, ctx),
     };
-    (restore, own_storage)
-}
-
-/// `enter` while a reader holds the thread's slot (a `run` inside `ContextVar::with`).
-#[cold]
-fn enter_shared(slot: &mut Rc<Slot>, ctx: &mut Context) -> Restore {
-    let entered = Rc::new(Slot(mem::take(ctx)));
-    Restore::Stashed(mem::replace(slot, entered))
-}
-
-/// Exchanges the thread's thread-critical storage in use with a task's, unless both are empty.
-#[inline]
-fn swap_critical(current: &Current, critical: &mut Critical) {
-    if critical.is_some() || current.has_critical.get() {
-        current.has_critical.set(critical.is_some());
-        current.critical.swap(Cell::from_mut(critical));
+    let previous = HOT.with(|hot| enter(hot, &entry));
+    TaskGuard {
+        task,
+        entry,
+        previous,
+        _not_send: PhantomData,
     }
 }
 
-/// Guard returned by [`enter`]. Its `Drop` cannot panic:
-/// the `borrow_mut`s are never contended (see the module docs) and the rest only moves values.
-pub(crate) struct Entered<'a, E: Entry> {
-    entry: E,
-    restore: Restore,
-    /// Whether the entry's thread-critical storage was swapped in (to swap back on exit).
-    own_storage: bool,
-    /// The thread-local, when the guard was made with it in hand (saves a lookup on exit).
-    cell: Option<&'a Current>,
+/// Guard of [`enter_task`].
+pub(crate) struct TaskGuard {
+    /// The boxed task, owned: rebuilt into a `Box` by `exit` or `drop`.
+    task: *mut OwnedTask,
+    entry: RawEntry,
+    previous: Previous,
+    /// Entered on this thread, so left on it.
+    _not_send: PhantomData<*mut ()>,
 }
 
-impl<E: Entry> Drop for Entered<'_, E> {
-    #[inline]
+#[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
+impl TaskGuard {
+    /// Whether the task is the innermost entered context, so that it may be left. It is not
+    /// when hooks called by hand run in another entered context (inside a `run`, or before the
+    /// after-poll hook of a task entered later).
+    pub(crate) fn is_innermost(&self) -> bool {
+        HOT.with(|hot| hot.active.get() == self.entry.context)
+    }
+
+    /// Leaves the task and gives it back with everything set while it was entered; `None` (and
+    /// the guard is kept) if it is not the innermost entered context, which leaving would make
+    /// dangle.
+    pub(crate) fn exit(self) -> Result<Box<OwnedTask>, TaskGuard> {
+        if !self.is_innermost() {
+            return Err(self);
+        }
+        HOT.with(|hot| leave(hot, &self.entry, &self.previous));
+        let task = self.task;
+        std::mem::forget(self);
+        // SAFETY: from `Box::into_raw` in `enter_task`; the guard, its only owner, is forgotten,
+        // and the task is no longer entered, so no pointer to it remains in use.
+        Ok(unsafe { Box::from_raw(task) })
+    }
+}
+
+impl Drop for TaskGuard {
     fn drop(&mut self) {
-        self.restore_previous();
-    }
-}
-
-impl Entered<'_, OwnedTask> {
-    /// Makes the previous context (and storage) current again and returns the task, with
-    /// everything set while it was entered.
-    #[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
-    pub(crate) fn exit(mut self) -> OwnedTask {
-        self.restore_previous();
-        mem::take(&mut self.entry)
-    }
-}
-
-impl<E: Entry> Entered<'_, E> {
-    #[inline]
-    fn restore_previous(&mut self) {
-        let own_storage = self.own_storage;
-        match mem::replace(&mut self.restore, Restore::Nothing) {
-            Restore::Swapped => {
-                let entry = &mut self.entry;
-                let mut swap_out = |current: &Current| {
-                    current.entered.set(current.entered.get() - 1);
-                    if let Some(critical) = entry.critical() {
-                        current.tasks.set(current.tasks.get() - 1);
-                        if own_storage {
-                            swap_critical(current, critical);
-                        }
-                    }
-                    match Rc::get_mut(&mut current.slot.borrow_mut()) {
-                        Some(Slot(entered)) => {
-                            mem::swap(entered, entry.context());
-                            true
-                        }
-                        None => false,
-                    }
-                };
-                let swapped = match self.cell {
-                    Some(current) => Ok(swap_out(current)),
-                    None => CURRENT.try_with(swap_out),
-                };
-                if swapped == Ok(false) {
-                    self.exit_shared();
-                }
-            }
-            Restore::Stashed(previous) => self.exit_stashed(previous),
-            Restore::Nothing => {}
+        if self.is_innermost() {
+            HOT.with(|hot| leave(hot, &self.entry, &self.previous));
+            // SAFETY: as in `exit`: the guard is the only owner and the task is left.
+            drop(unsafe { Box::from_raw(self.task) });
         }
-    }
-
-    #[cold]
-    fn exit_stashed(&mut self, previous: Rc<Slot>) {
-        let own_storage = self.own_storage;
-        let entry = &mut self.entry;
-        let entered = CURRENT.try_with(|current| {
-            current.entered.set(current.entered.get() - 1);
-            if let Some(critical) = entry.critical() {
-                current.tasks.set(current.tasks.get() - 1);
-                if own_storage {
-                    swap_critical(current, critical);
-                }
-            }
-            mem::replace(&mut *current.slot.borrow_mut(), previous)
-        });
-        if let Ok(entered) = entered {
-            *entry.context() = match Rc::try_unwrap(entered) {
-                Ok(Slot(ctx)) => ctx,
-                Err(shared) => shared.0.clone_same_identity(),
-            };
-        }
-    }
-
-    /// The slot is shared at exit although readers are strictly nested; kept for robustness:
-    /// copy the entered context out and give the thread back its previous context.
-    #[cold]
-    fn exit_shared(&mut self) {
-        let ctx = self.entry.context();
-        let _ = CURRENT.try_with(|current| {
-            let mut slot = current.slot.borrow_mut();
-            let entered = slot.0.clone_same_identity();
-            let previous = mem::replace(ctx, entered);
-            *slot = Rc::new(Slot(previous));
-        });
+        // Otherwise a context entered later is current and may lead back to this task when it
+        // is left: the task is leaked rather than freed (only reachable through hooks called by
+        // hand in the wrong place).
     }
 }

@@ -61,6 +61,26 @@ struct Entry<K, V> {
     binding: V,
 }
 
+/// Up to this many changed bindings sit in a [`Layer`] over a shared map; one more flattens the
+/// layer into a map of its own.
+pub(crate) const LAYER_CAPACITY: usize = 4;
+
+/// A shared map with at least this many bindings gets a [`Layer`] on write instead of a full
+/// copy; below it, copying the flat array is as cheap. Measured in `benches/targets.rs`.
+pub(crate) const LAYER_THRESHOLD: usize = 6;
+
+/// A few changes over a shared map: what a write after a copy makes (`copy_context(); set`,
+/// a `scope`, a spawned task's first `set`). The base stays shared with the copy, so the write
+/// costs one reference count and the changed bindings, whatever the size of the map.
+#[derive(Clone)]
+struct Layer<K, V> {
+    /// Never itself layered.
+    base: Repr<K, V>,
+    /// `Some((key, None))` where a binding of `base` is removed. Keys are distinct.
+    top: [Option<(K, Option<V>)>; LAYER_CAPACITY],
+    len: usize,
+}
+
 #[derive(Clone)]
 enum Repr<K, V> {
     /// `None` is the empty map, so that an empty context allocates nothing.
@@ -68,6 +88,7 @@ enum Repr<K, V> {
     /// Behind an `Arc` of its own so that a map is two words (a context is swapped in and out
     /// of the thread's slot on every `run` and poll); cloning stays one reference count.
     Large(Arc<Trie<K, V>>),
+    Layered(Arc<Layer<K, V>>),
 }
 
 /// See the module docs.
@@ -76,25 +97,126 @@ pub(crate) struct VarMap<K, V> {
     repr: Repr<K, V>,
 }
 
-impl<K, V> Default for VarMap<K, V> {
-    fn default() -> Self {
+impl<K, V> VarMap<K, V> {
+    /// The empty map; allocates nothing.
+    pub(crate) const fn new() -> Self {
         VarMap {
             repr: Repr::Small(None),
         }
     }
 }
 
-impl<K: MapKey, V: Clone> VarMap<K, V> {
+impl<K, V> Default for VarMap<K, V> {
+    fn default() -> Self {
+        VarMap::new()
+    }
+}
+
+impl<K: MapKey, V: Clone> Repr<K, V> {
     #[inline]
-    pub(crate) fn get(&self, id: u64) -> Option<&V> {
-        match &self.repr {
+    fn get(&self, id: u64) -> Option<&V> {
+        match self {
             Repr::Small(Some(entries)) => entries
                 .iter()
                 .find(|entry| entry.key.id() == id)
                 .map(|entry| &entry.binding),
             Repr::Small(None) => None,
             Repr::Large(trie) => trie.get(&id),
+            Repr::Layered(layer) => match layer.top_get(id) {
+                Some(top) => top.as_ref(),
+                None => layer.base.get(id),
+            },
         }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Repr::Small(entries) => entries.as_ref().map_or(0, |e| e.len()),
+            Repr::Large(trie) => trie.len(),
+            Repr::Layered(layer) => layer.len,
+        }
+    }
+
+    /// Whether this map is shared with a copy and large enough that a write should add a layer
+    /// over it rather than copy it. Only a heuristic (a count read without synchronization):
+    /// the write itself still copies on write if it has to.
+    #[inline]
+    fn layer_on_write(&self) -> bool {
+        match self {
+            Repr::Small(Some(entries)) => {
+                Arc::strong_count(entries) > 1 && entries.len() >= LAYER_THRESHOLD
+            }
+            Repr::Small(None) => false,
+            Repr::Large(trie) => Arc::strong_count(trie) > 1,
+            Repr::Layered(_) => false,
+        }
+    }
+
+    /// Replaces `self` with a layer over it holding no changes yet.
+    #[cold]
+    fn add_layer(&mut self) -> &mut Layer<K, V> {
+        let len = self.len();
+        let base = std::mem::replace(self, Repr::Small(None));
+        *self = Repr::Layered(Arc::new(Layer {
+            base,
+            top: Default::default(),
+            len,
+        }));
+        match self {
+            Repr::Layered(layer) => Arc::make_mut(layer),
+            _ => unreachable!("just layered"),
+        }
+    }
+}
+
+impl<K: MapKey, V: Clone> Layer<K, V> {
+    /// The change to `id` in the top, if any (`Some(None)`: removed).
+    #[inline]
+    fn top_get(&self, id: u64) -> Option<&Option<V>> {
+        self.top
+            .iter()
+            .flatten()
+            .find(|(key, _)| key.id() == id)
+            .map(|(_, binding)| binding)
+    }
+
+    fn top_slot(&mut self, id: u64) -> Option<&mut Option<V>> {
+        self.top
+            .iter_mut()
+            .flatten()
+            .find(|(key, _)| key.id() == id)
+            .map(|(_, binding)| binding)
+    }
+
+    /// Records `binding` for `key` in the top (`None`: removed), if there is room; returns the
+    /// binding it displaces (from the top, else the base), or gives `binding` back.
+    fn put(&mut self, key: K, binding: Option<V>) -> Result<Option<V>, Option<V>> {
+        let adds = binding.is_some();
+        if let Some(slot) = self.top_slot(key.id()) {
+            let old = std::mem::replace(slot, binding);
+            self.len = self.len + usize::from(adds) - usize::from(old.is_some());
+            return Ok(old);
+        }
+        let in_base = self.base.get(key.id()).is_some();
+        if !adds && !in_base {
+            return Ok(None);
+        }
+        let Some(free) = self.top.iter_mut().find(|slot| slot.is_none()) else {
+            return Err(binding);
+        };
+        *free = Some((key, binding));
+        self.len = self.len + usize::from(adds) - usize::from(in_base);
+        Ok(match in_base {
+            true => self.base.get(key.id()).cloned(),
+            false => None,
+        })
+    }
+}
+
+impl<K: MapKey, V: Clone> VarMap<K, V> {
+    #[inline]
+    pub(crate) fn get(&self, id: u64) -> Option<&V> {
+        self.repr.get(id)
     }
 
     #[inline]
@@ -104,27 +226,48 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
 
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        match &self.repr {
-            Repr::Small(entries) => entries.as_ref().map_or(0, |e| e.len()),
-            Repr::Large(trie) => trie.len(),
-        }
+        self.repr.len()
     }
 
     /// The value of `id`, to change in place; copies what a clone of this map shares first.
     #[inline]
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut V> {
+        self.get(id)?;
+        if let Repr::Layered(layer) = &self.repr {
+            if layer.top_get(id).is_none() && layer.top.iter().all(Option::is_some) {
+                // Only in the base, and no room to copy it up.
+                self.flatten();
+            }
+        }
+        // A trie is changed in place through a layer too: imbl's own `get_mut` fails Miri's
+        // Stacked Borrows check (imbl 7.0.2, `hamt.rs:238`), and `.ci/run` runs this under Miri.
+        if matches!(self.repr, Repr::Large(_)) || self.repr.layer_on_write() {
+            self.repr.add_layer();
+        }
         match &mut self.repr {
             Repr::Small(slot) => {
-                // Look before `make_mut`, so that a miss copies nothing.
                 let index = slot.as_ref()?.iter().position(|e| e.key.id() == id)?;
                 Some(&mut Arc::make_mut(slot.as_mut()?)[index].binding)
             }
-            Repr::Large(trie) => Arc::make_mut(trie).get_mut(&id),
+            Repr::Large(_) => unreachable!("layered above"),
+            Repr::Layered(layer) => {
+                let layer = Arc::make_mut(layer);
+                if layer.top_get(id).is_none() {
+                    // Only in the base: copy it up (there is room, see above), change the copy.
+                    let key = layer.base_key(id)?;
+                    let value = layer.base.get(id).cloned();
+                    drop(layer.put(key, value));
+                }
+                layer.top_slot(id)?.as_mut()
+            }
         }
     }
 
     /// Binds `key`; returns the displaced binding.
     pub(crate) fn insert(&mut self, key: K, binding: V) -> Option<V> {
+        if self.repr.layer_on_write() {
+            self.repr.add_layer();
+        }
         match &mut self.repr {
             Repr::Small(slot) => {
                 let entries = Arc::make_mut(slot.get_or_insert_with(Default::default));
@@ -138,22 +281,43 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
                 self.grow().insert(key, binding)
             }
             Repr::Large(trie) => Arc::make_mut(trie).insert(key, binding),
+            Repr::Layered(layer) => match Arc::make_mut(layer).put(key, Some(binding)) {
+                Ok(old) => old,
+                Err(binding) => {
+                    self.flatten();
+                    self.insert(key, binding.expect("an insert puts Some"))
+                }
+            },
         }
     }
 
     /// Unbinds `id`; returns the binding.
     pub(crate) fn remove(&mut self, id: u64) -> Option<V> {
+        // Look first, so that removing an absent key copies nothing.
+        self.get(id)?;
+        if self.repr.layer_on_write() {
+            self.repr.add_layer();
+        }
         match &mut self.repr {
             Repr::Small(slot) => {
-                // Look before `make_mut`, so that removing an absent key copies nothing.
                 let index = slot.as_ref()?.iter().position(|e| e.key.id() == id)?;
                 let entries = Arc::make_mut(slot.as_mut()?);
                 Some(entries.swap_remove(index).binding)
             }
-            Repr::Large(trie) => {
-                // Look before `make_mut`, so that removing an absent key copies nothing.
-                trie.get(&id)?;
-                Arc::make_mut(trie).remove(&id)
+            Repr::Large(trie) => Arc::make_mut(trie).remove(&id),
+            Repr::Layered(layer) => {
+                let layer = Arc::make_mut(layer);
+                let key = match layer.top.iter().flatten().find(|(key, _)| key.id() == id) {
+                    Some((key, _)) => *key,
+                    None => layer.base_key(id)?,
+                };
+                match layer.put(key, None) {
+                    Ok(old) => old,
+                    Err(_) => {
+                        self.flatten();
+                        self.remove(id)
+                    }
+                }
             }
         }
     }
@@ -165,6 +329,7 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
             (Repr::Small(None), Repr::Small(None)) => true,
             (Repr::Small(Some(a)), Repr::Small(Some(b))) => Arc::ptr_eq(a, b),
             (Repr::Large(a), Repr::Large(b)) => Arc::ptr_eq(a, b) || a.ptr_eq(b),
+            (Repr::Layered(a), Repr::Layered(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -172,10 +337,12 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     pub(crate) fn iter(&self) -> Iter<'_, K, V> {
         Iter {
             inner: match &self.repr {
-                Repr::Small(entries) => {
-                    IterRepr::Small(entries.as_deref().map_or(&[][..], |e| &e[..]).iter())
-                }
-                Repr::Large(trie) => IterRepr::Large(trie.iter()),
+                Repr::Layered(layer) => IterRepr::Layered {
+                    top: layer.top.iter(),
+                    base: BaseIter::of(&layer.base),
+                    layer,
+                },
+                base => IterRepr::Base(BaseIter::of(base)),
             },
         }
     }
@@ -193,7 +360,33 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
         self.repr = Repr::Large(Arc::new(trie));
         match &mut self.repr {
             Repr::Large(trie) => Arc::make_mut(trie),
-            Repr::Small(_) => unreachable!("just replaced by a trie"),
+            _ => unreachable!("just replaced by a trie"),
+        }
+    }
+
+    /// Turns a layer with a full top into a map of its own.
+    #[cold]
+    fn flatten(&mut self) {
+        let bindings: Vec<(K, V)> = self.iter().map(|(k, v)| (*k, v.clone())).collect();
+        self.repr = match bindings.len() <= SMALL_CAPACITY {
+            true => Repr::Small(Some(Arc::new(
+                bindings
+                    .into_iter()
+                    .map(|(key, binding)| Entry { key, binding })
+                    .collect(),
+            ))),
+            false => Repr::Large(Arc::new(bindings.into_iter().collect())),
+        };
+    }
+}
+
+impl<K: MapKey, V: Clone> Layer<K, V> {
+    /// The key under which the base binds `id`.
+    fn base_key(&self, id: u64) -> Option<K> {
+        match &self.base {
+            Repr::Small(Some(entries)) => entries.iter().find(|e| e.key.id() == id).map(|e| e.key),
+            Repr::Large(trie) => trie.get_key_value(&id).map(|(key, _)| *key),
+            _ => None,
         }
     }
 }
@@ -203,26 +396,68 @@ pub(crate) struct Iter<'a, K, V> {
     inner: IterRepr<'a, K, V>,
 }
 
-enum IterRepr<'a, K, V> {
+enum BaseIter<'a, K, V> {
     Small(std::slice::Iter<'a, Entry<K, V>>),
     Large(imbl::hashmap::Iter<'a, K, V, DefaultSharedPtr>),
 }
 
-impl<'a, K, V> Iterator for Iter<'a, K, V> {
+impl<'a, K: MapKey, V> BaseIter<'a, K, V> {
+    fn of(repr: &'a Repr<K, V>) -> Self {
+        match repr {
+            Repr::Small(entries) => {
+                BaseIter::Small(entries.as_deref().map_or(&[][..], |e| &e[..]).iter())
+            }
+            Repr::Large(trie) => BaseIter::Large(trie.iter()),
+            Repr::Layered(_) => unreachable!("a layer's base is never layered"),
+        }
+    }
+}
+
+impl<'a, K, V> Iterator for BaseIter<'a, K, V> {
+    type Item = (&'a K, &'a V);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            BaseIter::Small(it) => it.next().map(|e| (&e.key, &e.binding)),
+            BaseIter::Large(it) => it.next(),
+        }
+    }
+}
+
+enum IterRepr<'a, K, V> {
+    Base(BaseIter<'a, K, V>),
+    /// The top's bindings, then the base's that the top does not change.
+    Layered {
+        top: std::slice::Iter<'a, Option<(K, Option<V>)>>,
+        base: BaseIter<'a, K, V>,
+        layer: &'a Layer<K, V>,
+    },
+}
+
+impl<'a, K: MapKey, V: Clone> Iterator for Iter<'a, K, V> {
     type Item = (&'a K, &'a V);
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.inner {
-            IterRepr::Small(it) => it.next().map(|e| (&e.key, &e.binding)),
-            IterRepr::Large(it) => it.next(),
+            IterRepr::Base(it) => it.next(),
+            IterRepr::Layered { top, base, layer } => {
+                for (key, binding) in top.flatten() {
+                    if let Some(binding) = binding {
+                        return Some((key, binding));
+                    }
+                }
+                base.find(|(key, _)| layer.top_get(key.id()).is_none())
+            }
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match &self.inner {
-            IterRepr::Small(it) => it.size_hint(),
-            IterRepr::Large(it) => it.size_hint(),
+            IterRepr::Base(BaseIter::Small(it)) => it.size_hint(),
+            IterRepr::Base(BaseIter::Large(it)) => it.size_hint(),
+            IterRepr::Layered { .. } => (0, None),
         }
     }
 }
@@ -268,7 +503,87 @@ mod tests {
                 assert_eq!(map.iter().count(), model.len());
             }
         }
+        // Past the small capacity: a trie, or a layer over one.
+        match &map.repr {
+            Repr::Large(_) => {}
+            Repr::Layered(layer) => assert!(matches!(layer.base, Repr::Large(_))),
+            Repr::Small(_) => panic!("still a flat array"),
+        }
+    }
+
+    /// Random writes with copies kept alive: every copy must keep reading what the map held
+    /// when it was taken, across small arrays, layers, flattening and tries.
+    #[test]
+    fn copies_are_unaffected_by_later_writes_at_every_size() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for key_space in [4u64, 12, 40] {
+            let mut map: VarMap<Id, Arc<u64>> = VarMap::default();
+            let mut model = std::collections::BTreeMap::new();
+            let mut copies = Vec::new();
+            // Miri runs this too (`.ci/run`), a hundred times slower.
+            let steps = if cfg!(miri) { 50 } else { 600 };
+            for step in 0..steps {
+                let key = next() % key_space;
+                match next() % 8 {
+                    0 => {
+                        assert_eq!(map.remove(key).map(|b| *b), model.remove(&key));
+                    }
+                    1 => {
+                        if let Some(value) = map.get_mut(key) {
+                            *Arc::make_mut(value) += 1;
+                            *model.get_mut(&key).expect("in the model too") += 1;
+                        } else {
+                            assert!(!model.contains_key(&key));
+                        }
+                    }
+                    _ => {
+                        let old = map.insert(Id(key), Arc::new(step));
+                        assert_eq!(old.map(|b| *b), model.insert(key, step));
+                    }
+                }
+                if next() % 3 == 0 {
+                    copies.push((map.clone(), model.clone()));
+                }
+                assert_eq!(map.len(), model.len());
+                let mut seen: Vec<(u64, u64)> = map.iter().map(|(k, v)| (k.0, **v)).collect();
+                seen.sort_unstable();
+                assert_eq!(
+                    seen,
+                    model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+                );
+            }
+            for (copy, model) in &copies {
+                assert_eq!(copy.len(), model.len());
+                for key in 0..key_space {
+                    assert_eq!(copy.get(key).map(|b| **b), model.get(&key).copied());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_write_over_a_shared_map_adds_a_layer_and_shares_the_base() {
+        let mut map: VarMap<Id, u64> = VarMap::default();
+        for key in 0..(2 * SMALL_CAPACITY as u64) {
+            map.insert(Id(key), key);
+        }
+        let copy = map.clone();
+        map.insert(Id(3), 30);
+        assert!(matches!(&map.repr, Repr::Layered(layer) if layer.base.len() == copy.len()));
+        assert_eq!(map.get(3), Some(&30));
+        assert_eq!(copy.get(3), Some(&3));
+        // A full top flattens into a map of its own.
+        for key in 100..(100 + LAYER_CAPACITY as u64 + 1) {
+            map.insert(Id(key), key);
+        }
         assert!(matches!(map.repr, Repr::Large(_)));
+        assert_eq!(map.len(), copy.len() + LAYER_CAPACITY + 1);
     }
 
     #[test]

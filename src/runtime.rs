@@ -79,7 +79,7 @@ use tokio::runtime::{Builder, TaskMeta};
 use tokio::task::Id;
 
 use crate::context::Context;
-use crate::current::{self, Entered, OwnedTask};
+use crate::current::{self, OwnedTask, TaskGuard};
 
 /// Makes every task spawned on runtimes built from `builder` run in its own context (S24): a
 /// fork of its spawner's context, taken at the spawn call, entered on every poll and for the
@@ -148,10 +148,10 @@ pub fn propagate(builder: &mut Builder) -> &mut Builder {
 pub fn on_task_spawn(meta: &TaskMeta<'_>) {
     // Forking may run user code (`Inherit::Fork`): done before taking the shard's lock.
     let context = Context::current_fork();
-    let task = OwnedTask {
+    let task = Box::new(OwnedTask {
         context,
         critical: None,
-    };
+    });
     let displaced = lock(meta.id()).insert(meta.id(), TaskState::Idle(task));
     drop(displaced);
 }
@@ -189,9 +189,9 @@ pub fn on_task_spawn(meta: &TaskMeta<'_>) {
 pub fn on_before_task_poll(meta: &TaskMeta<'_>) {
     let id = meta.id();
     let task = take_for_poll(id);
-    let entered = current::enter(task);
+    let entered = current::enter_task(task);
     // If the thread-local is gone the worker is being torn down; the context drops with it.
-    let _ = POLLING.try_with(|polling| polling.borrow_mut().push((id, entered)));
+    let _ = POLLING.try_with(|polling| polling.0.borrow_mut().push((id, entered)));
 }
 
 /// The after-poll hook of [`propagate`]: takes the task's context off the worker and keeps it
@@ -213,17 +213,28 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
     let id = meta.id();
     let popped = POLLING
         .try_with(|polling| {
-            let mut polling = polling.borrow_mut();
-            // Polls on one thread nest (a runtime driven inside another's task): LIFO.
-            match polling.last() {
-                Some((top, _)) if *top == id => polling.pop(),
-                _ => None,
+            let mut polling = polling.0.borrow_mut();
+            // Polls on one thread nest (a runtime driven inside another's task): LIFO. A task
+            // that is not the innermost entered context (hooks called by hand inside a `run`)
+            // stays entered rather than leave a context current that is no longer there.
+            match polling.pop() {
+                Some((top, entered)) if top == id => match entered.exit() {
+                    Ok(task) => Some(task),
+                    Err(entered) => {
+                        polling.push((top, entered));
+                        None
+                    }
+                },
+                Some(other) => {
+                    polling.push(other);
+                    None
+                }
+                None => None,
             }
         })
         .ok()
         .flatten();
-    let Some((_, entered)) = popped else { return };
-    let task = entered.exit();
+    let Some(task) = popped else { return };
     let mut shard = lock(id);
     let finished = match shard.get_mut(&id) {
         Some(state) => {
@@ -261,14 +272,14 @@ pub fn on_task_terminate(meta: &TaskMeta<'_>) {
 /// A task's entry in the table.
 enum TaskState {
     /// Between polls: the context (and thread-critical storage) to enter for the next one.
-    Idle(OwnedTask),
+    Idle(Box<OwnedTask>),
     /// Its context is entered on some worker, which puts it back in its after-poll hook.
     Polling,
 }
 
 /// The task's context for a poll, marking the entry as being polled. Waits while another
 /// worker has not yet run the previous poll's after-hook.
-fn take_for_poll(id: Id) -> OwnedTask {
+fn take_for_poll(id: Id) -> Box<OwnedTask> {
     let mut waiting_since = None;
     loop {
         let mut shard = lock(id);
@@ -291,7 +302,7 @@ fn take_for_poll(id: Id) -> OwnedTask {
                 // Spawned before the hooks saw it (or on a runtime torn down meanwhile):
                 // it starts empty, like a thread.
                 shard.insert(id, TaskState::Polling);
-                return OwnedTask::default();
+                return Box::default();
             }
         }
     }
@@ -310,11 +321,21 @@ fn hand_over_never_came(id: Id) -> ! {
     )
 }
 
-/// Contexts entered by the before-poll hook on this thread, innermost last.
-type Polling = Vec<(Id, Entered<'static, OwnedTask>)>;
+/// Tasks entered by the before-poll hook on this thread, innermost last.
+struct Polling(RefCell<Vec<(Id, TaskGuard)>>);
+
+impl Drop for Polling {
+    /// Leaves what is still entered at thread teardown innermost first, as polls would.
+    fn drop(&mut self) {
+        let polling = self.0.get_mut();
+        while let Some(entered) = polling.pop() {
+            drop(entered);
+        }
+    }
+}
 
 thread_local! {
-    static POLLING: RefCell<Polling> = const { RefCell::new(Vec::new()) };
+    static POLLING: Polling = const { Polling(RefCell::new(Vec::new())) };
 }
 
 const SHARDS: usize = 64;

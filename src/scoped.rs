@@ -65,12 +65,12 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
             if std::mem::needs_drop::<F>() && this.inner.is_some() {
-                let _entered = current::enter(TaskEntry {
+                let entry = TaskEntry {
                     context: this.context,
                     critical: this.critical,
                     own: *this.own_storage,
-                });
-                this.inner.set(None);
+                };
+                current::run_in(entry, || this.inner.set(None));
             }
         }
     }

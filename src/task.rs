@@ -38,7 +38,7 @@ use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 use tokio::task::JoinHandle;
 
 use crate::context::Context;
-use crate::current::{self, OwnedTask, TaskEntry};
+use crate::current::{self, TaskEntry};
 use crate::scoped::{FutureExt, Scoped};
 
 /// Spawns `fut` on the current Tokio runtime in a fork of the caller's context:
@@ -145,13 +145,13 @@ where
     tokio::task::spawn_blocking(move || {
         let _bridge = Bridge::enter(Some(handle));
         // A task of its own: fresh thread-critical storage, nothing left on the pool thread.
-        current::run_in(
-            OwnedTask {
-                context,
-                critical: None,
-            },
-            f,
-        )
+        let (mut context, mut critical) = (context, None);
+        let task = TaskEntry {
+            context: &mut context,
+            critical: &mut critical,
+            own: true,
+        };
+        current::run_in(task, f)
     })
 }
 

@@ -196,10 +196,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline]
     pub fn get(&self) -> Option<Arc<T>> {
-        let id = self.id();
-        match current::read(|ctx| ctx.lookup(id).map(|binding| binding.value.clone())) {
-            Some(Some(value)) => Some(context::downcast_arc(value)),
-            _ => self.default_value().cloned(),
+        match current::get_arc(self) {
+            Some(value) => Some(value),
+            None => self.default_value().cloned(),
         }
     }
 
@@ -217,8 +216,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline]
     pub fn is_set(&self) -> bool {
-        let id = self.id();
-        current::read(|ctx| ctx.lookup(id).is_some()).unwrap_or(false)
+        current::is_bound(self)
     }
 
     /// Calls `f` with a borrow of the value [`get`](ContextVar::get) would return, without
@@ -245,9 +243,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// ```
     #[inline]
     pub fn with<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
-        let id = self.id();
-        current::read_shared(|ctx| match ctx.and_then(|ctx| ctx.lookup(id)) {
-            Some(binding) => f(Some(context::downcast_ref(&binding.value))),
+        current::read_value(self, |value| match value {
+            Some(value) => f(Some(value)),
             None => f(self.default_value().map(|value| &**value)),
         })
     }
@@ -462,13 +459,13 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     fn forker(&self, fork: fn(&T) -> T) -> Forker {
         self.forker
             .get_or_init(|| {
-                Arc::new(move |value: &(dyn Any + Send + Sync)| -> Value {
+                Arc::new(Box::new(move |value: &(dyn Any + Send + Sync)| -> Value {
                     // Cannot fail: only this variable stores values under its id.
                     let value = value
                         .downcast_ref::<T>()
                         .unwrap_or_else(|| unreachable!("a binding always holds its own type"));
                     Arc::new(fork(value))
-                })
+                }))
             })
             .clone()
     }
