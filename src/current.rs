@@ -5,9 +5,10 @@
 //!
 //! - [`get_arc`] / [`is_bound`]: one variable's value (`get`, `is_set`), through a cache of
 //!   recent lookups.
-//! - [`read_value`]: a look at one variable's value that runs user code (`ContextVar::with`).
-//! - [`read`] / [`read_or_none`]: a short look at the whole context, with no user code inside
-//!   (`Context::current`, `Local`).
+//! - [`read_value`]: a look at one variable's value that runs user code (`ContextVar::with`);
+//!   [`read_bound`] is the same for crate code that runs none (`Local`'s lookups).
+//! - [`read`]: a short look at the whole context, with no user code inside
+//!   (`Context::current`).
 //! - [`modify`]: a change with no user code inside (`set`, `reset`).
 //! - [`run_in`]: make a context current while a closure runs (`run`, `Scoped` polls, bridge
 //!   jobs). A task [`Entry`] also swaps in the task's own storage for thread-critical values.
@@ -203,14 +204,6 @@ pub(crate) fn read<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
     (!context.is_null()).then(|| f(unsafe { &*context }))
 }
 
-/// [`read`], with `None` for `f` during thread teardown with no context entered.
-#[inline]
-pub(crate) fn read_or_none<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
-    let context = HOT.with(Hot::current);
-    // SAFETY: as in `read`.
-    f((!context.is_null()).then(|| unsafe { &*context }))
-}
-
 /// `var`'s value in the current context, or null if it is unbound (or during thread teardown
 /// with no context entered).
 ///
@@ -268,6 +261,21 @@ pub(crate) fn get_arc<T: Send + Sync + 'static>(var: &ContextVar<T>) -> Option<A
             Arc::increment_strong_count(value);
             Arc::from_raw(value)
         }
+    })
+}
+
+/// Runs `f` on `var`'s value in the current context, if it is bound. `f` must not run user
+/// code nor drop user values (`Local`'s lookups): unlike [`read_value`], nothing is counted.
+#[inline]
+pub(crate) fn read_bound<T: Send + Sync + 'static, R>(
+    var: &ContextVar<T>,
+    f: impl FnOnce(Option<&T>) -> R,
+) -> R {
+    HOT.with(|hot| {
+        let value = find(hot, var);
+        // SAFETY: `value` is null or points to a live `T` (`find`, invariant 4), and `f` runs
+        // no code that could change the context (invariant 2).
+        f(unsafe { value.as_ref() })
     })
 }
 

@@ -271,17 +271,16 @@ impl Local {
     /// Runs `f` on the current attributes: the current context's, or for a thread-critical
     /// `Local` the thread's or task's own (S19). `f` must not run user code.
     fn with_attributes<R>(&self, f: impl FnOnce(Option<&Attributes>) -> R) -> R {
-        let id = self.attributes.id();
-        let in_storage = |storage: Option<&Context>| {
-            f(storage
-                .and_then(|storage| storage.lookup(id))
-                .map(|binding| downcast_ref::<Attributes>(&binding.value)))
-        };
         if self.thread_critical {
-            current::read_critical(in_storage)
+            let id = self.attributes.id();
+            current::read_critical(|storage| {
+                f(storage
+                    .and_then(|storage| storage.lookup(id))
+                    .map(|binding| downcast_ref::<Attributes>(&binding.value)))
+            })
         } else {
-            // `f` runs no user code: a plain borrow of the current context will do.
-            current::read_or_none(in_storage)
+            // Through the per-thread lookup cache; `f` runs no user code.
+            current::read_bound(&self.attributes, f)
         }
     }
 

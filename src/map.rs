@@ -63,7 +63,7 @@ struct Entry<K, V> {
 
 /// Up to this many changed bindings sit in a [`Layer`] over a shared map; one more flattens the
 /// layer into a map of its own.
-pub(crate) const LAYER_CAPACITY: usize = 4;
+pub(crate) const LAYER_CAPACITY: usize = 2;
 
 /// A shared map with at least this many bindings gets a [`Layer`] on write instead of a full
 /// copy; below it, copying the flat array is as cheap. Measured in `benches/targets.rs`.
