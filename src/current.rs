@@ -444,10 +444,15 @@ pub(crate) struct RawEntry {
 
 /// Something [`run_in`] can enter: borrowed for `'a`, for as long as it is entered.
 pub(crate) trait Entry<'a> {
+    /// Whether the entry can carry thread-critical storage: known at compile time, so that a
+    /// plain `run` compiles to the pointer swap alone.
+    const TASK: bool;
     fn into_raw(self) -> RawEntry;
 }
 
 impl<'a> Entry<'a> for &'a mut Context {
+    const TASK: bool = false;
+
     #[inline]
     fn into_raw(self) -> RawEntry {
         RawEntry {
@@ -467,6 +472,8 @@ pub(crate) struct TaskEntry<'a> {
 }
 
 impl<'a> Entry<'a> for TaskEntry<'a> {
+    const TASK: bool = true;
+
     #[inline]
     fn into_raw(self) -> RawEntry {
         RawEntry {
@@ -487,9 +494,9 @@ struct Previous {
 /// Makes `entry` current: its context, and for a task entry its thread-critical storage when
 /// the entry is a task of its own (the outermost task entry on the thread, or a forced one).
 #[inline]
-fn enter(hot: &Hot, entry: &RawEntry) -> Previous {
+fn enter(hot: &Hot, entry: &RawEntry, task: bool) -> Previous {
     let mut own_storage = false;
-    if !entry.critical.is_null() {
+    if task && !entry.critical.is_null() {
         own_storage = entry.forced_own_storage || hot.tasks.get() == 0;
         hot.tasks.set(hot.tasks.get() + 1);
         if own_storage {
@@ -505,10 +512,10 @@ fn enter(hot: &Hot, entry: &RawEntry) -> Previous {
 
 /// Undoes [`enter`].
 #[inline]
-fn leave(hot: &Hot, entry: &RawEntry, previous: &Previous) {
+fn leave(hot: &Hot, entry: &RawEntry, previous: &Previous, task: bool) {
     hot.active.set(previous.context);
     hot.changed();
-    if !entry.critical.is_null() {
+    if task && !entry.critical.is_null() {
         hot.tasks.set(hot.tasks.get() - 1);
         if previous.own_storage {
             swap_critical(hot, entry.critical);
@@ -544,29 +551,31 @@ fn swap_critical_storage(hot: &Hot, critical: &mut Critical) {
 #[inline]
 pub(crate) fn run_in<'a, E: Entry<'a>, R>(entry: E, f: impl FnOnce() -> R) -> R {
     /// Leaves on drop, also when `f` panics.
-    struct Entered<'h> {
+    struct Entered<'h, 'a, E: Entry<'a>> {
         hot: &'h Hot,
         entry: RawEntry,
         previous: Previous,
+        kind: PhantomData<fn(E) -> &'a ()>,
     }
 
-    impl Drop for Entered<'_> {
+    impl<'a, E: Entry<'a>> Drop for Entered<'_, 'a, E> {
         #[inline]
         fn drop(&mut self) {
             // Unconditionally: this guard is on the stack, so every context entered after it
             // by another `run_in` has been left already, and a runtime task guard entered after
             // it and not left is never left later (`TaskGuard::is_innermost`).
-            leave(self.hot, &self.entry, &self.previous);
+            leave(self.hot, &self.entry, &self.previous, E::TASK);
         }
     }
 
     let entry = entry.into_raw();
     HOT.with(|hot| {
-        let previous = enter(hot, &entry);
-        let _entered = Entered {
+        let previous = enter(hot, &entry, E::TASK);
+        let _entered = Entered::<E> {
             hot,
             entry,
             previous,
+            kind: PhantomData,
         };
         f()
     })
@@ -592,7 +601,7 @@ pub(crate) fn enter_task(task: Box<OwnedTask>) -> TaskGuard {
             forced_own_storage: true,
         }
     };
-    let previous = HOT.with(|hot| enter(hot, &entry));
+    let previous = HOT.with(|hot| enter(hot, &entry, true));
     TaskGuard {
         task,
         entry,
@@ -627,7 +636,7 @@ impl TaskGuard {
         if !self.is_innermost() {
             return Err(self);
         }
-        HOT.with(|hot| leave(hot, &self.entry, &self.previous));
+        HOT.with(|hot| leave(hot, &self.entry, &self.previous, true));
         let task = self.task;
         std::mem::forget(self);
         // SAFETY: from `Box::into_raw` in `enter_task`; the guard, its only owner, is forgotten,
@@ -639,7 +648,7 @@ impl TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         if self.is_innermost() {
-            HOT.with(|hot| leave(hot, &self.entry, &self.previous));
+            HOT.with(|hot| leave(hot, &self.entry, &self.previous, true));
             // SAFETY: as in `exit`: the guard is the only owner and the task is left.
             drop(unsafe { Box::from_raw(self.task) });
         }

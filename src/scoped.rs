@@ -205,14 +205,15 @@ impl<F> Scoped<F> {
     #[inline]
     fn enter<R>(self: Pin<&mut Self>, f: impl FnOnce(Pin<&mut F>) -> R) -> R {
         let this = self.project();
-        let inner = this.inner;
-        // `inner` is `None` only inside `drop`, which never polls.
+        // `inner` is `None` only inside `drop`, which never polls. Checked before entering, so
+        // that nothing between entering and leaving can panic but `f`.
+        let inner = this.inner.as_pin_mut().expect(INNER_PRESENT);
         let entry = TaskEntry {
             context: this.context,
             critical: this.critical,
             own: *this.own_storage,
         };
-        current::run_in(entry, || f(inner.as_pin_mut().expect(INNER_PRESENT)))
+        current::run_in(entry, || f(inner))
     }
 }
 
