@@ -11,17 +11,93 @@ use crate::current;
 use crate::error::LocalError;
 use crate::var::ContextVar;
 
-/// The attributes of one `Local` in one context: a persistent map, so a copy is O(1) and a
-/// write copies only the path it changes (asgiref's `_CVar` holds a dict per context).
-///
-/// Names are chosen by code, not by remote input, so they are hashed with a fast
-/// non-cryptographic hasher ([`NameHasher`]) rather than SipHash.
-type Attributes = imbl::GenericHashMap<
-    String,
-    Arc<dyn Any + Send + Sync>,
-    BuildHasherDefault<NameHasher>,
-    imbl::shared_ptr::DefaultSharedPtr,
->;
+/// The attributes of one `Local` in one context (asgiref's `_CVar` holds a dict per context).
+/// A handful of attributes (the usual case) are a flat array, scanned by name; past
+/// [`SMALL_ATTRIBUTES`] they are a persistent hash map. Either way the value is behind the
+/// context's `Arc`: changed in place when this context alone holds it, copied when shared. Names
+/// are `Arc<str>`, so a copy counts references instead of allocating strings. Measured against
+/// the imbl map alone in `benches/targets.rs` (BENCHMARKS.md).
+#[derive(Clone, Default)]
+struct Attributes(AttributesRepr);
+
+#[derive(Clone)]
+enum AttributesRepr {
+    Small(Vec<(Arc<str>, Value)>),
+    /// Names are chosen by code, not by remote input, so they are hashed with a fast
+    /// non-cryptographic hasher ([`NameHasher`]) rather than SipHash.
+    Large(
+        imbl::GenericHashMap<
+            Arc<str>,
+            Value,
+            BuildHasherDefault<NameHasher>,
+            imbl::shared_ptr::DefaultSharedPtr,
+        >,
+    ),
+}
+
+impl Default for AttributesRepr {
+    fn default() -> Self {
+        AttributesRepr::Small(Vec::new())
+    }
+}
+
+/// Up to this many attributes are a flat array.
+const SMALL_ATTRIBUTES: usize = 16;
+
+impl Attributes {
+    fn get(&self, name: &str) -> Option<&Value> {
+        match &self.0 {
+            AttributesRepr::Small(entries) => entries
+                .iter()
+                .find(|(key, _)| **key == *name)
+                .map(|(_, value)| value),
+            AttributesRepr::Large(map) => map.get(name),
+        }
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets `name`; returns the value it displaces.
+    fn insert(&mut self, name: &str, value: Value) -> Option<Value> {
+        match &mut self.0 {
+            AttributesRepr::Small(entries) => {
+                if let Some((_, slot)) = entries.iter_mut().find(|(key, _)| **key == *name) {
+                    return Some(std::mem::replace(slot, value));
+                }
+                if entries.len() < SMALL_ATTRIBUTES {
+                    entries.push((Arc::from(name), value));
+                    return None;
+                }
+                let mut map: imbl::GenericHashMap<_, _, _, _> = entries.drain(..).collect();
+                map.insert(Arc::from(name), value);
+                self.0 = AttributesRepr::Large(map);
+                None
+            }
+            AttributesRepr::Large(map) => map.insert(Arc::from(name), value),
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Value> {
+        match &mut self.0 {
+            AttributesRepr::Small(entries) => {
+                let index = entries.iter().position(|(key, _)| **key == *name)?;
+                Some(entries.swap_remove(index).1)
+            }
+            AttributesRepr::Large(map) => map.remove(name),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &Value)> + '_> {
+        match &self.0 {
+            AttributesRepr::Small(entries) => {
+                Box::new(entries.iter().map(|(key, value)| (&**key, value)))
+            }
+            AttributesRepr::Large(map) => Box::new(map.iter().map(|(key, value)| (&**key, value))),
+        }
+    }
+}
 
 /// FxHash's mixing step (rustc's hasher): a rotate, xor and multiply per 8 bytes. Measured in
 /// `benches/targets.rs`: it is what lets `Local::get` match a `HashMap` lookup.
@@ -176,10 +252,7 @@ impl Local {
     /// ```
     pub fn set<T: Send + Sync + 'static>(&self, name: &str, value: T) {
         let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
-        let displaced = self.update("Local::set", |attributes| match attributes.get_mut(name) {
-            Some(slot) => Some(std::mem::replace(slot, value)),
-            None => attributes.insert(name.to_owned(), value),
-        });
+        let displaced = self.update("Local::set", |attributes| attributes.insert(name, value));
         // The old value drops here, outside the thread-local borrow.
         drop(displaced);
     }
@@ -316,12 +389,12 @@ fn merge_attributes(
     let base = attributes(base).unwrap_or(&empty);
     let end = attributes(end).unwrap_or(&empty);
     let mut merged = attributes(current).cloned().unwrap_or_default();
-    for (name, value) in end {
+    for (name, value) in end.iter() {
         if base.get(name).is_none_or(|old| !Arc::ptr_eq(old, value)) {
-            merged.insert(name.clone(), value.clone());
+            merged.insert(name, value.clone());
         }
     }
-    for name in base.keys() {
+    for (name, _) in base.iter() {
         if !end.contains_key(name) {
             merged.remove(name);
         }
@@ -337,8 +410,10 @@ impl Default for Local {
 
 impl fmt::Debug for Local {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<String> =
-            self.with_attributes(|a| a.map(|a| a.keys().cloned().collect()).unwrap_or_default());
+        let mut names: Vec<String> = self.with_attributes(|a| {
+            a.map(|a| a.iter().map(|(name, _)| name.to_owned()).collect())
+                .unwrap_or_default()
+        });
         names.sort();
         f.debug_struct("Local")
             .field("thread_critical", &self.thread_critical)

@@ -232,6 +232,43 @@ fn removal_in_a_bridge_is_written_back() {
     });
 }
 
+#[test]
+fn many_attributes_past_the_flat_array_set_get_remove_and_merge_back() {
+    // A `Local` holds a few attributes in a flat array and switches to a hash map past 16:
+    // everything must work the same on both sides of the switch, bridges included.
+    static L: Local = Local::new();
+    let name = |i: i64| format!("attr{i}");
+    run(async move {
+        for i in 0..40 {
+            L.set(&name(i), i);
+            for j in 0..=i {
+                assert_eq!(get_i64(&L, &name(j)), Ok(j), "after setting {i} attributes");
+            }
+        }
+        task::sync_to_async(move || {
+            for i in (0..40).step_by(2) {
+                L.remove(&name(i)).unwrap();
+            }
+            L.set("attr1", 100i64);
+        })
+        .await;
+        for i in 0..40 {
+            let expected = match i {
+                1 => Ok(100),
+                i if i % 2 == 0 => Err(missing(&name(i))),
+                i => Ok(i),
+            };
+            assert_eq!(get_i64(&L, &name(i)), expected);
+        }
+        for i in (1..40).step_by(2) {
+            L.remove(&name(i)).unwrap();
+        }
+        assert!(!L.contains("attr1"));
+        L.set("again", 1i64);
+        assert_eq!(get_i64(&L, "again"), Ok(1));
+    });
+}
+
 // ---------- thread-critical (S19) ----------
 
 #[test]
