@@ -49,6 +49,7 @@ fn bind_vars(n: usize) -> &'static [ContextVar<u64>] {
 
 tokio::task_local! {
     static TASK_LOCAL: Arc<u64>;
+    static TASK_LOCAL_U64: u64;
 }
 
 thread_local! {
@@ -144,6 +145,11 @@ fn runs(c: &mut Criterion) {
             let previous = TL_CELL.replace(black_box(1));
             TL_CELL.set(previous);
         })
+    });
+    // The same shape in a library: a value swapped into another crate's thread-local and back
+    // (the `Cell` above is this crate's own, which the compiler reaches without a call).
+    group.bench_function("tokio task_local sync_scope(empty closure)", |b| {
+        b.iter(|| TASK_LOCAL_U64.sync_scope(black_box(1), || black_box(1)))
     });
     let mut ctx = Context::new();
     group.bench_function("Context::run(empty closure)", |b| {

@@ -584,25 +584,32 @@
 //!
 //! - **The map.** A [`Context`] is an `Arc` around a persistent map from variable id to binding
 //!   (the value as an `Arc<dyn Any + Send + Sync>`, plus the variable's [`Inherit`] policy). Up to
-//!   16 bindings it is a flat array, scanned linearly, copied whole on write when shared and
-//!   changed in place when not; beyond 16 it becomes a hash array mapped trie (`imbl`) whose
-//!   writes copy only the path to the changed entry. Copying a context clones one `Arc`.
+//!   16 bindings it is a flat array, scanned linearly, changed in place when not shared; beyond 16
+//!   it is a hash array mapped trie (`imbl`) whose writes copy only the path to the changed
+//!   entry. A write to a map of six or more bindings that a copy shares adds a small *layer* of
+//!   changes over it instead of copying it (`copy_context(); set` costs the same at 10 or 10,000
+//!   bindings); a layer holding more than two changes is flattened. Copying a context clones one
+//!   `Arc`.
 //! - **Ids.** Each [`ContextVar`] takes an id from a global counter on first use (never reused,
 //!   S1); each context has an id that tokens check (S5).
-//! - **The current context.** A thread-local slot holds the thread's current context and counts
-//!   the contexts entered on the thread. [`Context::run`], a [`Scoped`] poll and the bridges swap
-//!   a context into the slot and get a guard that swaps the previous one back when it drops — on
-//!   return and on panic (S9, S11). A reader that runs user code ([`ContextVar::with`]) keeps its
-//!   own handle on the context, so that code may `set` freely: the write copies first.
+//! - **The current context.** A thread-local holds a pointer to the context entered on the
+//!   thread ([`Context::run`], a [`Scoped`] poll, a bridge job), or none, when the thread's own
+//!   context is current. Entering stores the pointer and a guard puts the previous one back when
+//!   it drops, on return and on panic (S9, S11); the context itself stays where its owner keeps
+//!   it, and writes change it in place. This is the crate's one module with `unsafe` code; its
+//!   invariants are written down in it and checked by Miri in CI.
+//! - **Reads.** Each thread caches its last lookups of a few variables, valid until the current
+//!   context next changes (an enter, a leave or a write), as CPython caches per variable. A
+//!   reader that runs user code ([`ContextVar::with`]) may see that code `set` the very
+//!   variable it reads: the write then keeps a copy of the old map until the read ends.
 //! - **The S21 check.** Only a write with no context entered on the thread asks Tokio whether it
-//!   runs inside a task (`tokio::task::try_id()`); inside any entered context it costs one
-//!   counter compare.
-//! - **Costs** (2-core CI machine, rough orders): a read is a thread-local access and a lookup,
-//!   under 10 ns; a copy is ~5 ns at any size; a `set` allocates its `Arc` and costs tens of
-//!   nanoseconds, more when a copy must be made first; a [`Scoped`] poll adds ~15 ns; a
-//!   `task::spawn` ~100 ns over `tokio::spawn`; [`tower::ContextLayer`] ~90 ns per request.
-//!   Every figure, with its command and its baseline (`thread_local!`, `task_local!`,
-//!   `opentelemetry::Context`), is in
+//!   runs inside a task (`tokio::task::try_id()`); inside any entered context it costs nothing.
+//! - **Costs** (2-core CI machine, rough orders): a read is a few nanoseconds, as fast as
+//!   `task_local!` or faster; a copy is ~4 ns at any size; entering a context ~1 ns, a [`Scoped`]
+//!   poll ~3 ns; a `set` allocates its `Arc` and costs tens of nanoseconds, ~80 ns with a copy
+//!   alive at any size; a `task::spawn` ~40 ns over `tokio::spawn`; [`tower::ContextLayer`]
+//!   ~90 ns per request. Every figure, with its command and its baseline (`thread_local!`,
+//!   `task_local!`, `opentelemetry::Context`), is in
 //!   [BENCHMARKS.md](https://github.com/contextvars-rs/contextvars/blob/main/BENCHMARKS.md).
 //!
 //! # Semantics
