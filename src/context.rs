@@ -12,6 +12,9 @@ use crate::var::{ContextVar, VarKey};
 /// A value as stored in a context; typed access goes through the variable's `T`.
 pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 
+/// Map representations a write took out; see [`Context::take_retired`].
+pub(crate) type Retired = Option<Box<map::Retired<VarKey, Binding>>>;
+
 /// The type-erased form of [`Inherit::Fork`](crate::Inherit::Fork), made once per variable.
 /// A variable's `Inherit::Fork` function, type-erased. Boxed inside the `Arc` so that the
 /// pointer is thin: a binding is 32 bytes instead of 40, which every copy of a map moves.
@@ -567,6 +570,13 @@ impl Context {
     }
 
     /// The id tokens made in this context carry; assigned on first use.
+    /// What writes to this context replaced and may hold the last references to user values
+    /// (see `map::VarMap`'s `retired`): [`current::modify`] drops it after the write.
+    #[inline]
+    pub(crate) fn take_retired(&mut self) -> Retired {
+        self.map.take_retired()
+    }
+
     #[inline]
     pub(crate) fn token_id(&mut self) -> ContextId {
         if self.id == 0 {

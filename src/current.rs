@@ -47,7 +47,10 @@
 //!    to the very context it reads. A write while a read is in progress first keeps a copy of
 //!    the context (O(1): one reference count) until the outermost read ends, which keeps the map,
 //!    and with it every value, alive. The write then finds the map shared and copies before
-//!    changing it, so the memory the reader points into is never written.
+//!    changing it, so the memory the reader points into is never written. Leaving a runtime
+//!    task's context (the one entry not tied to a stack frame, so it can end inside a read)
+//!    keeps a copy the same way. A write never drops a value itself: what it displaces, and map
+//!    representations it retires, are dropped after it lets go of the context.
 //! 4. **A cached lookup is used only in the version that made it, by the variable that made
 //!    it.** The current context can change only through [`enter`], [`leave`] and [`modify`],
 //!    which start a new version, and the destruction of the thread's own context starts one too.
@@ -365,7 +368,13 @@ pub(crate) fn modify<R>(call: &'static str, f: impl FnOnce(&mut Context) -> R) -
         }
         // SAFETY: the current context is live (invariant 1) and no other reference to it is in
         // use (invariant 2; a reader's values are kept elsewhere, invariant 3).
-        Some(f(unsafe { &mut *context }))
+        let context = unsafe { &mut *context };
+        let result = f(context);
+        let retired = context.take_retired();
+        // Dropped with the `&mut` no longer in use: it may run a value's `Drop`, which may use
+        // the current context.
+        drop(retired);
+        Some(result)
     })
 }
 
@@ -422,12 +431,16 @@ pub(crate) fn modify_critical<R>(
     }
     OWN.try_with(|own| {
         let mut critical = own.critical.take();
-        let result = f(critical.get_or_insert_with(Box::default));
+        let storage = critical.get_or_insert_with(Box::default);
+        let result = f(storage);
+        let retired = storage.take_retired();
         own.critical.set(critical);
         HOT.with(|hot| hot.has_critical.set(true));
-        result
+        (result, retired)
     })
     .ok()
+    // What the write retired drops once the storage is back in place.
+    .map(|(result, _retired)| result)
 }
 
 /// What a guard enters, as raw pointers (see invariant 1): a context, and for a task also its
@@ -636,7 +649,7 @@ impl TaskGuard {
         if !self.is_innermost() {
             return Err(self);
         }
-        HOT.with(|hot| leave(hot, &self.entry, &self.previous, true));
+        HOT.with(|hot| self.leave(hot));
         let task = self.task;
         std::mem::forget(self);
         // SAFETY: from `Box::into_raw` in `enter_task`; the guard, its only owner, is forgotten,
@@ -645,10 +658,22 @@ impl TaskGuard {
     }
 }
 
+impl TaskGuard {
+    /// Leaves the task, which its owner may then change or drop: unlike a `run_in` frame, this
+    /// can happen inside a `ContextVar::with` reading the task's context (hooks called by hand
+    /// from one), so a read in progress keeps a copy first (invariant 3).
+    fn leave(&self, hot: &Hot) {
+        if hot.readers.get() != 0 {
+            keep_for_reader(hot, self.entry.context);
+        }
+        leave(hot, &self.entry, &self.previous, true);
+    }
+}
+
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         if self.is_innermost() {
-            HOT.with(|hot| leave(hot, &self.entry, &self.previous, true));
+            HOT.with(|hot| self.leave(hot));
             // SAFETY: as in `exit`: the guard is the only owner and the task is left.
             drop(unsafe { Box::from_raw(self.task) });
         }

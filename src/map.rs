@@ -92,16 +92,41 @@ enum Repr<K, V> {
 }
 
 /// See the module docs.
-#[derive(Clone)]
 pub(crate) struct VarMap<K, V> {
     repr: Repr<K, V>,
+    /// Representations a write replaced (flattened layers), until [`VarMap::take_retired`]. They
+    /// may hold the last references to bindings the layer shadowed, so dropping them can run a
+    /// value's `Drop`: a write inside the thread's current context must not do that while it
+    /// holds the context, so it takes them out and drops them after.
+    retired: Option<Box<Retired<K, V>>>,
 }
+
+/// Representations taken out of a [`VarMap`] by a write; dropping this drops them.
+pub(crate) struct Retired<K, V>(Vec<Repr<K, V>>);
 
 impl<K, V> VarMap<K, V> {
     /// The empty map; allocates nothing.
     pub(crate) const fn new() -> Self {
         VarMap {
             repr: Repr::Small(None),
+            retired: None,
+        }
+    }
+
+    /// What writes replaced since the last call (see the `retired` field), to drop later.
+    #[inline]
+    pub(crate) fn take_retired(&mut self) -> Option<Box<Retired<K, V>>> {
+        self.retired.take()
+    }
+}
+
+impl<K: Clone, V: Clone> Clone for VarMap<K, V> {
+    /// The copy shares the representation; what this map retired stays with it.
+    #[inline]
+    fn clone(&self) -> Self {
+        VarMap {
+            repr: self.repr.clone(),
+            retired: None,
         }
     }
 }
@@ -368,7 +393,7 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     #[cold]
     fn flatten(&mut self) {
         let bindings: Vec<(K, V)> = self.iter().map(|(k, v)| (*k, v.clone())).collect();
-        self.repr = match bindings.len() <= SMALL_CAPACITY {
+        let flat = match bindings.len() <= SMALL_CAPACITY {
             true => Repr::Small(Some(Arc::new(
                 bindings
                     .into_iter()
@@ -377,6 +402,12 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
             ))),
             false => Repr::Large(Arc::new(bindings.into_iter().collect())),
         };
+        // Not dropped here: see `retired`.
+        let layered = std::mem::replace(&mut self.repr, flat);
+        self.retired
+            .get_or_insert_with(|| Box::new(Retired(Vec::new())))
+            .0
+            .push(layered);
     }
 }
 

@@ -237,12 +237,10 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
     let Some(task) = popped else { return };
     let mut shard = lock(id);
     let finished = match shard.get_mut(&id) {
-        Some(state) => {
-            *state = TaskState::Idle(task);
-            None
-        }
+        // Normally `Polling`; the replaced state drops after the lock, as it may hold values.
+        Some(state) => Some(mem::replace(state, TaskState::Idle(task))),
         // The task completed during this poll and its terminate hook removed the entry.
-        None => Some(task),
+        None => Some(TaskState::Idle(task)),
     };
     drop(shard);
     // The context's values drop here, outside the lock.

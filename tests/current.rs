@@ -270,3 +270,65 @@ fn thread_teardown_reads_empty_discards_writes_and_still_runs_contexts() {
     .join()
     .unwrap();
 }
+
+/// A value whose drop uses the crate: reads, copies the current context and writes.
+struct UsesCrateOnDrop(u32);
+
+static PROBE: ContextVar<u32> = ContextVar::new("probe");
+
+thread_local! {
+    static STASHED: std::cell::RefCell<Vec<Context>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for UsesCrateOnDrop {
+    fn drop(&mut self) {
+        let _ = PROBE.get();
+        STASHED.with(|stash| stash.borrow_mut().push(Context::current()));
+        PROBE.set(self.0);
+    }
+}
+
+#[test]
+fn a_value_whose_last_reference_a_write_retires_drops_after_the_write() {
+    static DROPS: ContextVar<UsesCrateOnDrop> = ContextVar::new("drops");
+    let vars: Vec<ContextVar<u32>> = (0..7).map(|_| ContextVar::new("v")).collect();
+    Context::new().run(|| {
+        for var in &vars[..5] {
+            var.set(1);
+        }
+        DROPS.set(UsesCrateOnDrop(1));
+        let snapshot = copy_context();
+        // Six bindings shared with the snapshot: a layer over them holds the new value, and
+        // the old one stays in the layer's base.
+        drop(DROPS.set(UsesCrateOnDrop(2)));
+        drop(snapshot);
+        // Two more new bindings fill the layer and flatten it: the base, the old value's last
+        // owner, is dropped, and its drop uses the crate.
+        vars[5].set(1);
+        vars[6].set(1);
+        assert_eq!(PROBE.get().map(|v| *v), Some(1), "the drop's write landed");
+        let stashed = STASHED
+            .with(|stash| stash.borrow_mut().pop())
+            .expect("dropped");
+        assert_eq!(stashed.len(), 8, "the copy made during the drop is whole");
+        assert_eq!(DROPS.get().map(|v| v.0), Some(2));
+    });
+}
+
+#[test]
+fn a_local_value_retired_from_a_large_context_drops_after_the_write() {
+    static LOCAL: Local = Local::new();
+    let vars: Vec<ContextVar<u32>> = (0..20).map(|_| ContextVar::new("v")).collect();
+    Context::new().run(|| {
+        // Past the flat array: a trie, changed in place through a layer.
+        for var in &vars[..18] {
+            var.set(1);
+        }
+        LOCAL.set("k", UsesCrateOnDrop(1));
+        LOCAL.set("k", UsesCrateOnDrop(2));
+        vars[18].set(1);
+        vars[19].set(1);
+        assert_eq!(LOCAL.get::<UsesCrateOnDrop>("k").map(|v| v.0).ok(), Some(2));
+        STASHED.with(|stash| stash.borrow_mut().clear());
+    });
+}
