@@ -402,3 +402,33 @@ fn a_panic_in_a_hooked_tasks_drop_leaves_the_worker_clean() {
         assert_eq!(request(), None);
     });
 }
+
+#[test]
+fn hooks_called_by_hand_inside_a_read_keep_the_value_read_alive() {
+    // A hook that leaves the task while `with` reads the task's value, then drops the task's
+    // context (the task finished): the value being read must outlive the read. Miri checks
+    // this one in `.ci/run`.
+    static NAME: ContextVar<String> = ContextVar::new("name");
+    let reads = Arc::new(Mutex::new(Vec::new()));
+    let seen = reads.clone();
+    let rt = runtime::propagate(&mut tokio::runtime::Builder::new_current_thread())
+        .on_after_task_poll(move |meta| {
+            NAME.with(|name| {
+                runtime::on_after_task_poll(meta);
+                runtime::on_task_terminate(meta);
+                seen.lock().unwrap().push(name.cloned());
+            })
+        })
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::spawn(async { NAME.set("set in the task".to_owned()) })
+            .await
+            .unwrap();
+    });
+    drop(rt);
+    assert_eq!(
+        reads.lock().unwrap().as_slice(),
+        [Some("set in the task".to_owned())]
+    );
+}
