@@ -607,8 +607,8 @@
 //! - **Costs** (2-core CI machine, rough orders): a read is a few nanoseconds, as fast as
 //!   `task_local!` or faster; a copy is ~4 ns at any size; entering a context ~1 ns, a [`Scoped`]
 //!   poll ~3 ns; a `set` allocates its `Arc` and costs tens of nanoseconds, ~80 ns with a copy
-//!   alive at any size; a `task::spawn` ~40 ns over `tokio::spawn`; [`tower::ContextLayer`]
-//!   ~90 ns per request. Every figure, with its command and its baseline (`thread_local!`,
+//!   alive at any size; a `task::spawn` ~30 ns over `tokio::spawn`; [`tower::ContextLayer`]
+//!   ~40 ns per request. Every figure, with its command and its baseline (`thread_local!`,
 //!   `task_local!`, `opentelemetry::Context`), is in
 //!   [BENCHMARKS.md](https://github.com/contextvars-rs/contextvars/blob/main/BENCHMARKS.md).
 //!
