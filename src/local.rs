@@ -253,7 +253,7 @@ impl Local {
     pub fn set<T: Send + Sync + 'static>(&self, name: &str, value: T) {
         let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
         let displaced = self.update("Local::set", |attributes| attributes.insert(name, value));
-        // The old value drops here, outside the thread-local borrow.
+        // The old value drops here, after the write has let go of the context.
         drop(displaced);
     }
 
@@ -359,7 +359,7 @@ impl Local {
 
     /// Runs `f` on the current attributes, in place when this context alone holds them (no
     /// copy of the map, no new `Arc`); `call` names the API in the S21 panic. What `f` returns
-    /// and the displaced map are dropped by the caller, outside the thread-local borrow.
+    /// and the displaced map are dropped by the caller, after the write has let go of the context.
     /// `None` during thread teardown, when there is no storage left to change.
     fn update<R>(&self, call: &'static str, f: impl FnOnce(&mut Attributes) -> R) -> Option<R> {
         let update = |storage: &mut Context| storage.update(&self.attributes, f);

@@ -437,7 +437,7 @@ fn write_back(base: &Context, end: &Context, call: &'static str) {
     if changes.is_empty() {
         return;
     }
-    // Displaced values drop here, outside the thread-local borrow.
+    // Displaced values drop here, after the write has let go of the context.
     drop(current::modify(call, move |ctx| ctx.apply_changes(changes)));
 }
 

@@ -375,7 +375,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             };
             (Ok(()), displaced)
         });
-        // Displaced or refused values drop here, outside the thread-local borrow.
+        // Displaced or refused values drop here, after the write has let go of the context.
         match outcome {
             Some((result, _displaced)) => result,
             None if wrong_var => Err(ResetError::WrongVar),
