@@ -16,8 +16,8 @@ pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 pub(crate) type Retired = Option<Box<map::Retired<VarKey, Binding>>>;
 
 /// The type-erased form of [`Inherit::Fork`](crate::Inherit::Fork), made once per variable.
-/// A variable's `Inherit::Fork` function, type-erased. Boxed inside the `Arc` so that the
-/// pointer is thin: a binding is 32 bytes instead of 40, which every copy of a map moves.
+/// Boxed inside the `Arc` so that the pointer is thin: a binding is 32 bytes instead of 40,
+/// which every copy of a map moves.
 pub(crate) type Forker = Arc<Box<dyn Fn(&(dyn Any + Send + Sync)) -> Value + Send + Sync>>;
 
 /// How a bridge's write-back combines a binding whose value is a collection (a `Local`'s
@@ -569,7 +569,6 @@ impl Context {
         old
     }
 
-    /// The id tokens made in this context carry; assigned on first use.
     /// What writes to this context replaced and may hold the last references to user values
     /// (see `map::VarMap`'s `retired`): [`current::modify`] drops it after the write.
     #[inline]
@@ -577,6 +576,7 @@ impl Context {
         self.map.take_retired()
     }
 
+    /// The id tokens made in this context carry; assigned on first use.
     #[inline]
     pub(crate) fn token_id(&mut self) -> ContextId {
         if self.id == 0 {

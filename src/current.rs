@@ -594,6 +594,19 @@ pub(crate) fn run_in<'a, E: Entry<'a>, R>(entry: E, f: impl FnOnce() -> R) -> R 
     })
 }
 
+/// Runs `f` with `context` current as a task of its own (a bridge's job on a pool thread):
+/// fresh thread-critical storage, dropped when `f` returns, so nothing is left on the thread.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn run_as_task<R>(context: &mut Context, f: impl FnOnce() -> R) -> R {
+    let mut critical = None;
+    let entry = TaskEntry {
+        context,
+        critical: &mut critical,
+        own: true,
+    };
+    run_in(entry, f)
+}
+
 /// A task's context and thread-critical storage, owned (the runtime hooks).
 #[derive(Default)]
 pub(crate) struct OwnedTask {

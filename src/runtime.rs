@@ -217,19 +217,16 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
             // Polls on one thread nest (a runtime driven inside another's task): LIFO. A task
             // that is not the innermost entered context (hooks called by hand inside a `run`)
             // stays entered rather than leave a context current that is no longer there.
-            match polling.pop() {
-                Some((top, entered)) if top == id => match entered.exit() {
-                    Ok(task) => Some(task),
-                    Err(entered) => {
-                        polling.push((top, entered));
-                        None
-                    }
-                },
-                Some(other) => {
-                    polling.push(other);
+            if polling.last().is_none_or(|(top, _)| *top != id) {
+                return None;
+            }
+            let (top, entered) = polling.pop()?;
+            match entered.exit() {
+                Ok(task) => Some(task),
+                Err(entered) => {
+                    polling.push((top, entered));
                     None
                 }
-                None => None,
             }
         })
         .ok()

@@ -38,7 +38,7 @@ use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 use tokio::task::JoinHandle;
 
 use crate::context::Context;
-use crate::current::{self, TaskEntry};
+use crate::current;
 use crate::scoped::{FutureExt, Scoped};
 
 /// Spawns `fut` on the current Tokio runtime in a fork of the caller's context:
@@ -145,13 +145,8 @@ where
     tokio::task::spawn_blocking(move || {
         let _bridge = Bridge::enter(Some(handle));
         // A task of its own: fresh thread-critical storage, nothing left on the pool thread.
-        let (mut context, mut critical) = (context, None);
-        let task = TaskEntry {
-            context: &mut context,
-            critical: &mut critical,
-            own: true,
-        };
-        current::run_in(task, f)
+        let mut context = context;
+        current::run_as_task(&mut context, f)
     })
 }
 
@@ -224,13 +219,9 @@ where
                 let pooled = tokio::task::spawn_blocking(move || {
                     let _bridge = Bridge::enter(Some(handle));
                     // A task of its own on the pool thread: fresh thread-critical storage.
-                    let (mut context, mut critical) = (handed, None);
-                    let task = TaskEntry {
-                        context: &mut context,
-                        critical: &mut critical,
-                        own: true,
-                    };
-                    let outcome = catch_unwind(AssertUnwindSafe(|| current::run_in(task, f)));
+                    let mut context = handed;
+                    let outcome =
+                        catch_unwind(AssertUnwindSafe(|| current::run_as_task(&mut context, f)));
                     (context, outcome)
                 });
                 match pooled.await {
