@@ -25,14 +25,33 @@ pub(crate) type Forker = Arc<Box<dyn Fn(&(dyn Any + Send + Sync)) -> Value + Sen
 /// ended with, and the caller's value now — to the caller's new value (`None`: unbind).
 pub(crate) type Merge = fn(Option<&Value>, Option<&Value>, Option<&Value>) -> Option<Value>;
 
-/// What [`Context::fork`] does with one binding, and how a bridge writes it back.
-#[derive(Clone)]
-pub(crate) enum Policy {
+/// A variable's policy: what [`Context::fork`] does with its binding, and how a bridge writes
+/// it back. The one representation of it, in two forms of the fork function: a variable holds
+/// `Policy<fn(&T) -> T>`, set from the public [`Inherit`](crate::Inherit) (or, for `Local`,
+/// `Merge`); each of its bindings holds the erased `Policy` ([`Policy::erase`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Policy<F = Forker> {
+    /// The child shares the parent's value.
     Share,
+    /// The child does not see the value.
     Drop,
-    Fork(Forker),
+    /// The child gets its own value, computed from the parent's.
+    Fork(F),
     /// Shared on fork like `Share`; written back by a bridge through the merge function.
     Merge(Merge),
+}
+
+impl<F> Policy<F> {
+    /// The same policy with the fork function made by `forker` (only called for `Fork`).
+    #[inline]
+    pub(crate) fn erase(&self, forker: impl FnOnce(&F) -> Forker) -> Policy {
+        match self {
+            Policy::Share => Policy::Share,
+            Policy::Drop => Policy::Drop,
+            Policy::Fork(fork) => Policy::Fork(forker(fork)),
+            Policy::Merge(merge) => Policy::Merge(*merge),
+        }
+    }
 }
 
 /// One variable bound in a context.

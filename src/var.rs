@@ -45,11 +45,11 @@ pub struct ContextVar<T: 'static> {
     id: AtomicU64,
     default: Option<fn() -> T>,
     default_value: OnceLock<Arc<T>>,
-    inherit: Inherit<T>,
-    /// The erased `Inherit::Fork` function, made on the first `set`.
+    /// What forks and bridges do with this variable's bindings: from [`Inherit`], or `Merge`
+    /// for `Local`'s attributes (S18).
+    policy: Policy<fn(&T) -> T>,
+    /// The erased `Policy::Fork` function, made on the first `set`.
     forker: OnceLock<Forker>,
-    /// A bridge's write-back merges this var's value instead of replacing it (`Local`, S18).
-    merge: Option<Merge>,
 }
 
 impl<T: Send + Sync + 'static> ContextVar<T> {
@@ -71,9 +71,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             id: AtomicU64::new(0),
             default: None,
             default_value: OnceLock::new(),
-            inherit: Inherit::Share,
+            policy: Policy::Share,
             forker: OnceLock::new(),
-            merge: None,
         }
     }
 
@@ -104,9 +103,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             id: AtomicU64::new(0),
             default: Some(default),
             default_value: OnceLock::new(),
-            inherit: Inherit::Share,
+            policy: Policy::Share,
             forker: OnceLock::new(),
-            merge: None,
         }
     }
 
@@ -142,9 +140,12 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             id: AtomicU64::new(0),
             default,
             default_value: OnceLock::new(),
-            inherit: policy,
+            policy: match policy {
+                Inherit::Share => Policy::Share,
+                Inherit::Fork(fork) => Policy::Fork(fork),
+                Inherit::None => Policy::Drop,
+            },
             forker: OnceLock::new(),
-            merge: None,
         }
     }
 
@@ -415,9 +416,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             id: AtomicU64::new(0),
             default: None,
             default_value: OnceLock::new(),
-            inherit: Inherit::Share,
+            policy: Policy::Merge(merge),
             forker: OnceLock::new(),
-            merge: Some(merge),
         }
     }
 
@@ -443,15 +443,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Wraps a value with this variable's fork policy, ready to store.
     #[inline]
     pub(crate) fn binding(&self, value: Arc<T>) -> Binding {
-        let policy = match (self.merge, &self.inherit) {
-            (Some(merge), _) => Policy::Merge(merge),
-            (None, Inherit::Share) => Policy::Share,
-            (None, Inherit::None) => Policy::Drop,
-            (None, Inherit::Fork(fork)) => Policy::Fork(self.forker(*fork)),
-        };
         Binding {
             value: value as Value,
-            policy,
+            policy: self.policy.erase(|fork| self.forker(*fork)),
         }
     }
 
