@@ -542,6 +542,7 @@ impl Context {
 
     /// Binds `key`, returning the displaced binding so that the caller drops it outside any
     /// borrow of the thread's state (a value's `Drop` may use this crate).
+    #[inline]
     pub(crate) fn insert(&mut self, key: VarKey, binding: Binding) -> Option<Binding> {
         let special = !binding.is_shared_on_fork();
         let old = self.map.insert(key, binding);

@@ -10,10 +10,11 @@
 //! - [`read`]: a short look at the whole context, with no user code inside
 //!   (`Context::current`).
 //! - [`modify`]: a change with no user code inside (`set`, `reset`).
-//! - [`run_in`]: make a context current while a closure runs (`run`, `Scoped` polls, bridge
-//!   jobs). A task [`Entry`] also swaps in the task's own storage for thread-critical values.
-//!   [`enter_task`] is the same for the runtime hooks, whose guard lives from the before-poll to
-//!   the after-poll hook.
+//! - [`Entered`]: the one guard that makes a context current, left when it drops. [`run_in`]
+//!   keeps one on its frame while a closure runs (`run`, `Scoped` polls, bridge jobs);
+//!   [`enter_task`] hands one to the runtime hooks, which keep it from the before-poll to the
+//!   after-poll hook. A task [`Entry`] also swaps in the task's own storage for
+//!   thread-critical values.
 //! - [`read_critical`] / [`modify_critical`]: the storage of `Local::thread_critical` (S19):
 //!   the thread's own in plain code, the innermost task's inside a task entry. `run` does not
 //!   change it, so a value set on a thread is seen in any context entered on that thread.
@@ -33,13 +34,13 @@
 //!
 //! # Invariants (what the `SAFETY` comments rely on)
 //!
-//! 1. **A non-null `Hot::active` points to a live context that nothing else uses.** Only
-//!    [`run_in`] and [`enter_task`] set it, to a context whose owner is borrowed (or boxed and
-//!    owned) for as long as it is entered, turned into a raw pointer at once so that no
-//!    reference to it is retagged while it is in use. They put the previous pointer back in
-//!    LIFO order: `run_in`'s guard lives on its stack frame, and a runtime task guard leaves only
-//!    when it is innermost ([`TaskGuard::is_innermost`]); one that is not is kept, or leaked at
-//!    thread teardown, never freed while a pointer to it may remain.
+//! 1. **A non-null `Hot::active` points to a live context that nothing else uses.** Only an
+//!    [`Entered`] guard sets it, to a context whose owner is borrowed (or boxed and owned) for
+//!    as long as it is entered, turned into a raw pointer at once so that no reference to it is
+//!    retagged while it is in use. Guards put the previous pointer back in LIFO order: a
+//!    borrowed entry's guard lives on [`run_in`]'s stack frame, and an owned entry's leaves only
+//!    when it is innermost; one that is not is kept, or leaked, never freed while a pointer to
+//!    it may remain.
 //! 2. **No `&mut Context` and `&Context` to the current context overlap.** [`read`] and
 //!    [`modify`] hand out a reference for a closure that runs no user code (the callers'
 //!    contract; displaced values are dropped after the closure returns), so they never nest.
@@ -113,7 +114,7 @@ struct Own {
 impl Drop for Own {
     fn drop(&mut self) {
         // Cached lookups may point into the thread's own context, which is about to go.
-        HOT.with(Hot::changed);
+        with_hot(Hot::changed);
     }
 }
 
@@ -159,6 +160,18 @@ thread_local! {
     };
 }
 
+/// `HOT.with`, through `try_with`: `LocalKey::with` is not `#[inline]` while `try_with` is,
+/// so a `with` call may stay out of line (with its thread-local access through a function
+/// pointer) depending on which codegen unit its copy lands in; `try_with` is inlined into the
+/// caller. Measured on `ContextVar::with`: 55 instructions through `with`, 32 through this.
+#[inline(always)]
+fn with_hot<R>(f: impl FnOnce(&Hot) -> R) -> R {
+    match HOT.try_with(f) {
+        Ok(result) => result,
+        Err(_) => unreachable!("a const thread-local without a destructor is never destroyed"),
+    }
+}
+
 impl Hot {
     /// The current context, or null during thread teardown when no context is entered.
     #[inline]
@@ -201,7 +214,7 @@ fn own_context() -> *mut Context {
 /// `None` during thread teardown with no context entered.
 #[inline]
 pub(crate) fn read<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
-    let context = HOT.with(Hot::current);
+    let context = with_hot(Hot::current);
     // SAFETY: a non-null current context is live (invariant 1), and `f` runs no code that
     // could change it (invariant 2).
     (!context.is_null()).then(|| f(unsafe { &*context }))
@@ -248,13 +261,13 @@ fn find_uncached<T: Any>(hot: &Hot, id: u64, slot: &Cell<Cached>) -> *const T {
 /// Whether `var` is bound in the current context.
 #[inline]
 pub(crate) fn is_bound<T: Send + Sync + 'static>(var: &ContextVar<T>) -> bool {
-    !HOT.with(|hot| find(hot, var)).is_null()
+    !with_hot(|hot| find(hot, var)).is_null()
 }
 
 /// `var`'s value in the current context, if it is bound.
 #[inline]
 pub(crate) fn get_arc<T: Send + Sync + 'static>(var: &ContextVar<T>) -> Option<Arc<T>> {
-    let value = HOT.with(|hot| find(hot, var));
+    let value = with_hot(|hot| find(hot, var));
     (!value.is_null()).then(|| {
         // SAFETY: `value` is `Arc::as_ptr` of a live `Arc<dyn Any>` made from an `Arc<T>` by an
         // unsized coercion (what `Arc::from_raw` requires), checked to hold a `T`, found in
@@ -274,7 +287,7 @@ pub(crate) fn read_bound<T: Send + Sync + 'static, R>(
     var: &ContextVar<T>,
     f: impl FnOnce(Option<&T>) -> R,
 ) -> R {
-    HOT.with(|hot| {
+    with_hot(|hot| {
         let value = find(hot, var);
         // SAFETY: `value` is null or points to a live `T` (`find`, invariant 4), and `f` runs
         // no code that could change the context (invariant 2).
@@ -303,7 +316,7 @@ pub(crate) fn read_value<T: Send + Sync + 'static, R>(
     var: &ContextVar<T>,
     f: impl FnOnce(Option<&T>) -> R,
 ) -> R {
-    HOT.with(|hot| {
+    with_hot(|hot| {
         let value = find(hot, var);
         // Counted only around `f`, with nothing opaque in between: when `f` inlines and
         // cannot write, the compiler drops the count altogether.
@@ -354,7 +367,7 @@ fn release_kept(hot: &Hot) {
 // the panic names the call instead, and the backtrace shows the caller.
 #[inline]
 pub(crate) fn modify<R>(call: &'static str, f: impl FnOnce(&mut Context) -> R) -> Option<R> {
-    HOT.with(|hot| {
+    with_hot(|hot| {
         if hot.refuses_write() {
             isolation::refuse_write(call);
         }
@@ -380,14 +393,14 @@ pub(crate) fn modify<R>(call: &'static str, f: impl FnOnce(&mut Context) -> R) -
 
 /// Whether [`modify`] would accept a write here (S21), without panicking.
 pub(crate) fn writable() -> bool {
-    !HOT.with(Hot::refuses_write)
+    !with_hot(Hot::refuses_write)
 }
 
 /// Panics as [`modify`] (or, for `thread_critical`, [`modify_critical`]) would for a write by
 /// `call` here (S21); for writes that may turn out to change nothing, such as removing a
 /// missing attribute, so that misuse is refused either way.
 pub(crate) fn check_writable(call: &'static str, thread_critical: bool) {
-    let refused = HOT.with(|hot| match thread_critical {
+    let refused = with_hot(|hot| match thread_critical {
         true => hot.refuses_critical_write(),
         false => hot.refuses_write(),
     });
@@ -426,7 +439,7 @@ pub(crate) fn modify_critical<R>(
     call: &'static str,
     f: impl FnOnce(&mut Context) -> R,
 ) -> Option<R> {
-    if HOT.with(Hot::refuses_critical_write) {
+    if with_hot(Hot::refuses_critical_write) {
         isolation::refuse_write(call);
     }
     OWN.try_with(|own| {
@@ -435,7 +448,7 @@ pub(crate) fn modify_critical<R>(
         let result = f(storage);
         let retired = storage.take_retired();
         own.critical.set(critical);
-        HOT.with(|hot| hot.has_critical.set(true));
+        with_hot(|hot| hot.has_critical.set(true));
         (result, retired)
     })
     .ok()
@@ -453,18 +466,24 @@ pub(crate) struct RawEntry {
     /// `async_to_sync`'s future), rather than a part of the enclosing task (a `scope`, a
     /// `join!` branch).
     forced_own_storage: bool,
+    /// The box an owned entry came from ([`Entry::OWNED`]); null for a borrowed one.
+    task: *mut OwnedTask,
 }
 
-/// Something [`run_in`] can enter: borrowed for `'a`, for as long as it is entered.
-pub(crate) trait Entry<'a> {
+/// Something an [`Entered`] guard can enter.
+pub(crate) trait Entry {
     /// Whether the entry can carry thread-critical storage: known at compile time, so that a
     /// plain `run` compiles to the pointer swap alone.
     const TASK: bool;
+    /// Whether the guard owns the entry (a runtime task's box, entered from one hook to the
+    /// next) rather than borrowing it for a [`run_in`] frame.
+    const OWNED: bool;
     fn into_raw(self) -> RawEntry;
 }
 
-impl<'a> Entry<'a> for &'a mut Context {
+impl Entry for &mut Context {
     const TASK: bool = false;
+    const OWNED: bool = false;
 
     #[inline]
     fn into_raw(self) -> RawEntry {
@@ -472,6 +491,7 @@ impl<'a> Entry<'a> for &'a mut Context {
             context: self,
             critical: ptr::null_mut(),
             forced_own_storage: false,
+            task: ptr::null_mut(),
         }
     }
 }
@@ -484,8 +504,9 @@ pub(crate) struct TaskEntry<'a> {
     pub(crate) own: bool,
 }
 
-impl<'a> Entry<'a> for TaskEntry<'a> {
+impl Entry for TaskEntry<'_> {
     const TASK: bool = true;
+    const OWNED: bool = false;
 
     #[inline]
     fn into_raw(self) -> RawEntry {
@@ -493,6 +514,32 @@ impl<'a> Entry<'a> for TaskEntry<'a> {
             context: self.context,
             critical: self.critical,
             forced_own_storage: self.own,
+            task: ptr::null_mut(),
+        }
+    }
+}
+
+/// A task's context and thread-critical storage, owned (the runtime hooks).
+#[derive(Default)]
+pub(crate) struct OwnedTask {
+    pub(crate) context: Context,
+    pub(crate) critical: Critical,
+}
+
+impl Entry for Box<OwnedTask> {
+    const TASK: bool = true;
+    const OWNED: bool = true;
+
+    fn into_raw(self) -> RawEntry {
+        let task = Box::into_raw(self);
+        // SAFETY: `task` is a valid box, now owned by the guard until it rebuilds the box.
+        unsafe {
+            RawEntry {
+                context: &raw mut (*task).context,
+                critical: &raw mut (*task).critical,
+                forced_own_storage: true,
+                task,
+            }
         }
     }
 }
@@ -559,39 +606,97 @@ fn swap_critical_storage(hot: &Hot, critical: &mut Critical) {
     });
 }
 
-/// Runs `f` with `entry` current, then makes the previous context current again; the entry
-/// holds everything set meanwhile.
-#[inline]
-pub(crate) fn run_in<'a, E: Entry<'a>, R>(entry: E, f: impl FnOnce() -> R) -> R {
-    /// Leaves on drop, also when `f` panics.
-    struct Entered<'h, 'a, E: Entry<'a>> {
-        hot: &'h Hot,
-        entry: RawEntry,
-        previous: Previous,
-        kind: PhantomData<fn(E) -> &'a ()>,
-    }
+/// An entered context, current until the guard drops: the one way in. Made only in this
+/// module, by [`run_in`] (on its stack frame, for a borrowed entry: `run`, `Scoped` polls, the
+/// bridges' jobs) and [`enter_task`] (for a runtime task's box, kept by the hooks from the
+/// before-poll to the after-poll hook).
+pub(crate) struct Entered<E: Entry> {
+    entry: RawEntry,
+    previous: Previous,
+    /// Entered on this thread, so left on it.
+    kind: PhantomData<(E, *mut ())>,
+}
 
-    impl<'a, E: Entry<'a>> Drop for Entered<'_, 'a, E> {
-        #[inline]
-        fn drop(&mut self) {
-            // Unconditionally: this guard is on the stack, so every context entered after it
-            // by another `run_in` has been left already, and a runtime task guard entered after
-            // it and not left is never left later (`TaskGuard::is_innermost`).
-            leave(self.hot, &self.entry, &self.previous, E::TASK);
-        }
-    }
+/// The runtime hooks' guard.
+pub(crate) type TaskGuard = Entered<Box<OwnedTask>>;
 
-    let entry = entry.into_raw();
-    HOT.with(|hot| {
+impl<E: Entry> Entered<E> {
+    /// Private: a guard of a borrowed entry must drop before the borrow ends, never be
+    /// forgotten, so only `run_in` makes one, and keeps it on its frame.
+    #[inline]
+    fn new(hot: &Hot, entry: E) -> Self {
+        let entry = entry.into_raw();
         let previous = enter(hot, &entry, E::TASK);
-        let _entered = Entered::<E> {
-            hot,
+        Entered {
             entry,
             previous,
             kind: PhantomData,
-        };
-        f()
-    })
+        }
+    }
+
+    /// Leaves, if this guard may; returns whether it did. An owned entry may leave only as the
+    /// innermost entered context: it is not when hooks called by hand run in another entered
+    /// context (inside a `run`, or before the after-poll hook of a task entered later), and
+    /// leaving then would let the later entry put back a pointer to a freed task.
+    #[inline]
+    fn leave(&self, hot: &Hot) -> bool {
+        if E::OWNED {
+            if hot.active.get() != self.entry.context {
+                return false;
+            }
+            // Unlike a `run_in` frame, leaving an owned entry can happen inside a
+            // `ContextVar::with` reading its context (hooks called by hand from one), and its
+            // owner may then change or drop it: a read in progress keeps a copy (invariant 3).
+            if hot.readers.get() != 0 {
+                keep_for_reader(hot, self.entry.context);
+            }
+        }
+        // A borrowed entry leaves unconditionally: its guard is on `run_in`'s stack, so every
+        // borrowed entry made after it has been left already, and an owned one entered after it
+        // and not left is never left later (it is not innermost then).
+        leave(hot, &self.entry, &self.previous, E::TASK);
+        true
+    }
+}
+
+impl TaskGuard {
+    /// Leaves the task and gives it back with everything set while it was entered; the guard
+    /// back (still entered) if it is not the innermost entered context, which leaving would
+    /// make dangle.
+    #[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
+    pub(crate) fn exit(self) -> Result<Box<OwnedTask>, TaskGuard> {
+        if !with_hot(|hot| self.leave(hot)) {
+            return Err(self);
+        }
+        let task = self.entry.task;
+        std::mem::forget(self);
+        // SAFETY: from `Box::into_raw` in `into_raw`; the guard, its only owner, is forgotten,
+        // and the task is no longer entered, so no pointer to it remains in use.
+        Ok(unsafe { Box::from_raw(task) })
+    }
+}
+
+impl<E: Entry> Drop for Entered<E> {
+    #[inline]
+    fn drop(&mut self) {
+        let left = with_hot(|hot| self.leave(hot));
+        if E::OWNED && left {
+            // SAFETY: as in `exit`: the guard is the only owner and the task is left.
+            drop(unsafe { Box::from_raw(self.entry.task) });
+        }
+        // An owned entry not left: a context entered later is current and may lead back to it
+        // when it is left, so the task is leaked rather than freed (only reachable through
+        // hooks called by hand in the wrong place).
+    }
+}
+
+/// Runs `f` with `entry` current, then makes the previous context current again; the entry
+/// holds everything set meanwhile.
+#[inline]
+pub(crate) fn run_in<E: Entry, R>(entry: E, f: impl FnOnce() -> R) -> R {
+    // Leaves on drop, also when `f` panics.
+    let _entered = with_hot(|hot| Entered::new(hot, entry));
+    f()
 }
 
 /// Runs `f` with `context` current as a task of its own (a bridge's job on a pool thread):
@@ -607,91 +712,10 @@ pub(crate) fn run_as_task<R>(context: &mut Context, f: impl FnOnce() -> R) -> R 
     run_in(entry, f)
 }
 
-/// A task's context and thread-critical storage, owned (the runtime hooks).
-#[derive(Default)]
-pub(crate) struct OwnedTask {
-    pub(crate) context: Context,
-    pub(crate) critical: Critical,
-}
-
-/// Makes a task current until [`TaskGuard::exit`]: the runtime hooks enter in the before-poll
-/// hook and leave in the after-poll hook, keeping the guard in between.
+/// Makes a runtime task current until its guard's [`exit`](Entered::exit) (or drop): the
+/// runtime hooks enter in the before-poll hook and leave in the after-poll hook, keeping the
+/// guard in between.
 #[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
 pub(crate) fn enter_task(task: Box<OwnedTask>) -> TaskGuard {
-    let task = Box::into_raw(task);
-    // SAFETY: `task` is a valid box, now owned by the guard until `exit` or drop rebuild it.
-    let entry = unsafe {
-        RawEntry {
-            context: &raw mut (*task).context,
-            critical: &raw mut (*task).critical,
-            forced_own_storage: true,
-        }
-    };
-    let previous = HOT.with(|hot| enter(hot, &entry, true));
-    TaskGuard {
-        task,
-        entry,
-        previous,
-        _not_send: PhantomData,
-    }
-}
-
-/// Guard of [`enter_task`].
-pub(crate) struct TaskGuard {
-    /// The boxed task, owned: rebuilt into a `Box` by `exit` or `drop`.
-    task: *mut OwnedTask,
-    entry: RawEntry,
-    previous: Previous,
-    /// Entered on this thread, so left on it.
-    _not_send: PhantomData<*mut ()>,
-}
-
-#[cfg_attr(not(all(tokio_unstable, feature = "tokio")), allow(dead_code))]
-impl TaskGuard {
-    /// Whether the task is the innermost entered context, so that it may be left. It is not
-    /// when hooks called by hand run in another entered context (inside a `run`, or before the
-    /// after-poll hook of a task entered later).
-    pub(crate) fn is_innermost(&self) -> bool {
-        HOT.with(|hot| hot.active.get() == self.entry.context)
-    }
-
-    /// Leaves the task and gives it back with everything set while it was entered; `None` (and
-    /// the guard is kept) if it is not the innermost entered context, which leaving would make
-    /// dangle.
-    pub(crate) fn exit(self) -> Result<Box<OwnedTask>, TaskGuard> {
-        if !self.is_innermost() {
-            return Err(self);
-        }
-        HOT.with(|hot| self.leave(hot));
-        let task = self.task;
-        std::mem::forget(self);
-        // SAFETY: from `Box::into_raw` in `enter_task`; the guard, its only owner, is forgotten,
-        // and the task is no longer entered, so no pointer to it remains in use.
-        Ok(unsafe { Box::from_raw(task) })
-    }
-}
-
-impl TaskGuard {
-    /// Leaves the task, which its owner may then change or drop: unlike a `run_in` frame, this
-    /// can happen inside a `ContextVar::with` reading the task's context (hooks called by hand
-    /// from one), so a read in progress keeps a copy first (invariant 3).
-    fn leave(&self, hot: &Hot) {
-        if hot.readers.get() != 0 {
-            keep_for_reader(hot, self.entry.context);
-        }
-        leave(hot, &self.entry, &self.previous, true);
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if self.is_innermost() {
-            HOT.with(|hot| self.leave(hot));
-            // SAFETY: as in `exit`: the guard is the only owner and the task is left.
-            drop(unsafe { Box::from_raw(self.task) });
-        }
-        // Otherwise a context entered later is current and may lead back to this task when it
-        // is left: the task is leaked rather than freed (only reachable through hooks called by
-        // hand in the wrong place).
-    }
+    with_hot(|hot| Entered::new(hot, task))
 }

@@ -289,7 +289,21 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     }
 
     /// Binds `key`; returns the displaced binding.
+    #[inline]
     pub(crate) fn insert(&mut self, key: K, binding: V) -> Option<V> {
+        // The common write, inline: rebinding a key of a flat array no copy shares.
+        if let Repr::Small(Some(entries)) = &mut self.repr {
+            if let Some(entry) = Arc::get_mut(entries)
+                .and_then(|entries| entries.iter_mut().find(|entry| entry.key.id() == key.id()))
+            {
+                return Some(std::mem::replace(&mut entry.binding, binding));
+            }
+        }
+        self.insert_slow(key, binding)
+    }
+
+    #[inline(never)]
+    fn insert_slow(&mut self, key: K, binding: V) -> Option<V> {
         if self.repr.layer_on_write() {
             self.repr.add_layer();
         }
@@ -310,7 +324,7 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
                 Ok(old) => old,
                 Err(binding) => {
                     self.flatten();
-                    self.insert(key, binding.expect("an insert puts Some"))
+                    self.insert_slow(key, binding.expect("an insert puts Some"))
                 }
             },
         }
