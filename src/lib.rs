@@ -595,20 +595,21 @@
 //! - **The current context.** A thread-local holds a pointer to the context entered on the
 //!   thread ([`Context::run`], a [`Scoped`] poll, a bridge job), or none, when the thread's own
 //!   context is current. Entering stores the pointer and a guard puts the previous one back when
-//!   it drops, on return and on panic (S9, S11); the context itself stays where its owner keeps
-//!   it, and writes change it in place. This is the crate's one module with `unsafe` code; its
-//!   invariants are written down in it and checked by Miri in CI.
+//!   it drops, on return and on panic (S9, S11): one guard type, for `run`, `Scoped`, the bridges
+//!   and the runtime hooks. The context itself stays where its owner keeps it, and writes change
+//!   it in place. This is the crate's one module with `unsafe` code; its invariants are written
+//!   down in it and checked by Miri in CI.
 //! - **Reads.** Each thread caches its last lookups of a few variables, valid until the current
 //!   context next changes (an enter, a leave or a write), as CPython caches per variable. A
 //!   reader that runs user code ([`ContextVar::with`]) may see that code `set` the very
 //!   variable it reads: the write then keeps a copy of the old map until the read ends.
 //! - **The S21 check.** Only a write with no context entered on the thread asks Tokio whether it
 //!   runs inside a task (`tokio::task::try_id()`); inside any entered context it costs nothing.
-//! - **Costs** (2-core CI machine, rough orders): a read is a few nanoseconds, as fast as
-//!   `task_local!` or faster; a copy is ~4 ns at any size; entering a context ~1 ns, a [`Scoped`]
-//!   poll ~3 ns; a `set` allocates its `Arc` and costs tens of nanoseconds, ~80 ns with a copy
-//!   alive at any size; a `task::spawn` ~30 ns over `tokio::spawn`; [`tower::ContextLayer`]
-//!   ~40 ns per request. Every figure, with its command and its baseline (`thread_local!`,
+//! - **Costs** (2-core CI machine, rough orders): a read is 2–4 ns, about a `task_local!`
+//!   read; a copy is ~4 ns at any size; entering a context ~1.5 ns, about a `thread_local!`
+//!   swap, and a [`Scoped`] poll ~1 ns; a `set` allocates its `Arc` and costs tens of
+//!   nanoseconds, ~80 ns with a copy alive at any size; a `task::spawn` ~30–45 ns over
+//!   `tokio::spawn`; [`tower::ContextLayer`] ~30 ns per request. Every figure, with its command and its baseline (`thread_local!`,
 //!   `task_local!`, `opentelemetry::Context`), is in
 //!   [BENCHMARKS.md](https://github.com/contextvars-rs/contextvars/blob/main/BENCHMARKS.md).
 //!
