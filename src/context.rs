@@ -148,7 +148,8 @@ static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Context {
     map: VarMap<VarKey, Binding>,
     id: ContextId,
-    /// How many bindings have a policy other than `Share`: when 0, `fork` is a plain clone.
+    /// How many bindings a fork does not share as they are (`Drop` and `Fork` policies): when
+    /// 0, `fork` is a plain clone.
     special: usize,
 }
 

@@ -10,10 +10,11 @@
 //! - [`read`]: a short look at the whole context, with no user code inside
 //!   (`Context::current`).
 //! - [`modify`]: a change with no user code inside (`set`, `reset`).
-//! - [`Entered`]: the one guard that makes a context current, left when it drops. [`run_in`]
-//!   keeps one on its frame while a closure runs (`run`, `Scoped` polls, bridge jobs);
+//! - [`Entered`]: the one guard that makes a context current. [`run_in`] keeps one on its frame
+//!   while a closure runs (`run`, `Scoped` polls, bridge jobs) and it leaves when it drops;
 //!   [`enter_task`] hands one to the runtime hooks, which keep it from the before-poll to the
-//!   after-poll hook. A task [`Entry`] also swaps in the task's own storage for
+//!   after-poll hook and leave by [`Entered::exit`] or drop, only as the innermost entered
+//!   context (otherwise the task stays entered, or is leaked, never freed). A task [`Entry`] also swaps in the task's own storage for
 //!   thread-critical values.
 //! - [`read_critical`] / [`modify_critical`]: the storage of `Local::thread_critical` (S19):
 //!   the thread's own in plain code, the innermost task's inside a task entry. `run` does not
@@ -113,8 +114,9 @@ struct Own {
 
 impl Drop for Own {
     fn drop(&mut self) {
-        // Cached lookups may point into the thread's own context, which is about to go.
-        with_hot(Hot::changed);
+        // Cached lookups may point into the thread's own context, which is about to go. (If
+        // `HOT` is gone too, as on targets without native thread-locals, nothing can use them.)
+        let _ = HOT.try_with(Hot::changed);
     }
 }
 
@@ -168,7 +170,12 @@ thread_local! {
 fn with_hot<R>(f: impl FnOnce(&Hot) -> R) -> R {
     match HOT.try_with(f) {
         Ok(result) => result,
-        Err(_) => unreachable!("a const thread-local without a destructor is never destroyed"),
+        // With native thread-locals a `const` one without a destructor is never destroyed. On
+        // targets where std keeps thread-locals under OS keys it is, last, at thread exit: this
+        // panics there as `LocalKey::with` would.
+        Err(_) => {
+            unreachable!("contextvars: the current-context thread-local is already destroyed")
+        }
     }
 }
 

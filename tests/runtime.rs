@@ -432,3 +432,45 @@ fn hooks_called_by_hand_inside_a_read_keep_the_value_read_alive() {
         [Some("set in the task".to_owned())]
     );
 }
+
+#[test]
+fn hooks_called_by_hand_inside_a_run_leave_the_task_only_once_it_is_innermost() {
+    // An after-poll hook called inside a `run`: the task is not the innermost entered context,
+    // so it must stay entered (leaving would put back what was current under the task while
+    // the `run`'s context is current) and stay alive; called again outside the `run`, it
+    // leaves. Miri checks this one in `.ci/run`.
+    static NAME: ContextVar<String> = ContextVar::new("name");
+    static MARK: ContextVar<u8> = ContextVar::new("mark");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let rt = runtime::propagate(&mut tokio::runtime::Builder::new_current_thread())
+        .on_after_task_poll(move |meta| {
+            let inside_run = Context::new().run(|| {
+                MARK.set(1);
+                runtime::on_after_task_poll(meta);
+                (
+                    MARK.get().as_deref().copied(),
+                    NAME.get().as_deref().cloned(),
+                )
+            });
+            let after_run = NAME.get().as_deref().cloned();
+            runtime::on_after_task_poll(meta);
+            let after_leaving = NAME.get().as_deref().cloned();
+            record
+                .lock()
+                .unwrap()
+                .push((inside_run, after_run, after_leaving));
+        })
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::spawn(async { NAME.set("set in the task".to_owned()) })
+            .await
+            .unwrap();
+    });
+    drop(rt);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [((Some(1), None), Some("set in the task".to_owned()), None)]
+    );
+}
