@@ -302,6 +302,8 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
         self.insert_slow(key, binding)
     }
 
+    /// Every other case of [`insert`](VarMap::insert): a shared or empty map, a new key, a trie
+    /// or a layer. Out of line, so that the common case inlines small.
     #[inline(never)]
     fn insert_slow(&mut self, key: K, binding: V) -> Option<V> {
         if self.repr.layer_on_write() {

@@ -66,14 +66,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert!(USER.get().is_none());
     /// ```
     pub const fn new(name: &'static str) -> Self {
-        ContextVar {
-            name,
-            id: AtomicU64::new(0),
-            default: None,
-            default_value: OnceLock::new(),
-            policy: Policy::Share,
-            forker: OnceLock::new(),
-        }
+        Self::declare(name, None, Policy::Share)
     }
 
     /// Creates a variable whose value, where it is not set, is `default()`.
@@ -98,14 +91,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// assert!(!RETRIES.is_set());
     /// ```
     pub const fn with_default(name: &'static str, default: fn() -> T) -> Self {
-        ContextVar {
-            name,
-            id: AtomicU64::new(0),
-            default: Some(default),
-            default_value: OnceLock::new(),
-            policy: Policy::Share,
-            forker: OnceLock::new(),
-        }
+        Self::declare(name, Some(default), Policy::Share)
     }
 
     /// Sets what [`Context::fork`] — and so every spawn helper — gives a child (S20).
@@ -135,18 +121,12 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         // empty, so forgetting `self` leaks nothing; a variable already in use leaks its cached
         // default and the result is a new variable (see the docs above).
         std::mem::forget(self);
-        ContextVar {
-            name,
-            id: AtomicU64::new(0),
-            default,
-            default_value: OnceLock::new(),
-            policy: match policy {
-                Inherit::Share => Policy::Share,
-                Inherit::Fork(fork) => Policy::Fork(fork),
-                Inherit::None => Policy::Drop,
-            },
-            forker: OnceLock::new(),
-        }
+        let policy = match policy {
+            Inherit::Share => Policy::Share,
+            Inherit::Fork(fork) => Policy::Fork(fork),
+            Inherit::None => Policy::Drop,
+        };
+        Self::declare(name, default, policy)
     }
 
     /// The name given at creation, for debugging.
@@ -411,12 +391,21 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// A variable whose value a bridge's write-back merges with the caller's through `merge`
     /// instead of replacing it (S18): `Local`'s attributes.
     pub(crate) const fn new_merged(name: &'static str, merge: Merge) -> Self {
+        Self::declare(name, None, Policy::Merge(merge))
+    }
+
+    /// A new variable: what every constructor above makes.
+    const fn declare(
+        name: &'static str,
+        default: Option<fn() -> T>,
+        policy: Policy<fn(&T) -> T>,
+    ) -> Self {
         ContextVar {
             name,
             id: AtomicU64::new(0),
-            default: None,
+            default,
             default_value: OnceLock::new(),
-            policy: Policy::Merge(merge),
+            policy,
             forker: OnceLock::new(),
         }
     }
