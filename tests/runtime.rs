@@ -403,34 +403,45 @@ fn a_panic_in_a_hooked_tasks_drop_leaves_the_worker_clean() {
     });
 }
 
+static TASK_NAME: ContextVar<String> = ContextVar::new("task name");
+
+/// Spawns one task that sets `TASK_NAME` on a propagating current-thread runtime whose
+/// after-poll hook is `hook` (which calls the crate's hooks by hand); returns what `hook`
+/// returned, once the runtime is dropped.
+fn after_poll_hook_records<T: Send + 'static>(
+    hook: impl Fn(&tokio::runtime::TaskMeta<'_>) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let record = records.clone();
+    let rt = runtime::propagate(&mut tokio::runtime::Builder::new_current_thread())
+        .on_after_task_poll(move |meta| {
+            let result = hook(meta);
+            record.lock().unwrap().push(result);
+        })
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::spawn(async { TASK_NAME.set("set in the task".to_owned()) })
+            .await
+            .unwrap();
+    });
+    drop(rt);
+    std::mem::take(&mut *records.lock().unwrap())
+}
+
 #[test]
 fn hooks_called_by_hand_inside_a_read_keep_the_value_read_alive() {
     // A hook that leaves the task while `with` reads the task's value, then drops the task's
     // context (the task finished): the value being read must outlive the read. Miri checks
     // this one in `.ci/run`.
-    static NAME: ContextVar<String> = ContextVar::new("name");
-    let reads = Arc::new(Mutex::new(Vec::new()));
-    let seen = reads.clone();
-    let rt = runtime::propagate(&mut tokio::runtime::Builder::new_current_thread())
-        .on_after_task_poll(move |meta| {
-            NAME.with(|name| {
-                runtime::on_after_task_poll(meta);
-                runtime::on_task_terminate(meta);
-                seen.lock().unwrap().push(name.cloned());
-            })
+    let reads = after_poll_hook_records(|meta| {
+        TASK_NAME.with(|name| {
+            runtime::on_after_task_poll(meta);
+            runtime::on_task_terminate(meta);
+            name.cloned()
         })
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        tokio::spawn(async { NAME.set("set in the task".to_owned()) })
-            .await
-            .unwrap();
     });
-    drop(rt);
-    assert_eq!(
-        reads.lock().unwrap().as_slice(),
-        [Some("set in the task".to_owned())]
-    );
+    assert_eq!(reads, [Some("set in the task".to_owned())]);
 }
 
 #[test]
@@ -439,38 +450,23 @@ fn hooks_called_by_hand_inside_a_run_leave_the_task_only_once_it_is_innermost() 
     // so it must stay entered (leaving would put back what was current under the task while
     // the `run`'s context is current) and stay alive; called again outside the `run`, it
     // leaves. Miri checks this one in `.ci/run`.
-    static NAME: ContextVar<String> = ContextVar::new("name");
     static MARK: ContextVar<u8> = ContextVar::new("mark");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    let rt = runtime::propagate(&mut tokio::runtime::Builder::new_current_thread())
-        .on_after_task_poll(move |meta| {
-            let inside_run = Context::new().run(|| {
-                MARK.set(1);
-                runtime::on_after_task_poll(meta);
-                (
-                    MARK.get().as_deref().copied(),
-                    NAME.get().as_deref().cloned(),
-                )
-            });
-            let after_run = NAME.get().as_deref().cloned();
+    let seen = after_poll_hook_records(|meta| {
+        let inside_run = Context::new().run(|| {
+            MARK.set(1);
             runtime::on_after_task_poll(meta);
-            let after_leaving = NAME.get().as_deref().cloned();
-            record
-                .lock()
-                .unwrap()
-                .push((inside_run, after_run, after_leaving));
-        })
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        tokio::spawn(async { NAME.set("set in the task".to_owned()) })
-            .await
-            .unwrap();
+            (
+                MARK.get().as_deref().copied(),
+                TASK_NAME.get().as_deref().cloned(),
+            )
+        });
+        let after_run = TASK_NAME.get().as_deref().cloned();
+        runtime::on_after_task_poll(meta);
+        let after_leaving = TASK_NAME.get().as_deref().cloned();
+        (inside_run, after_run, after_leaving)
     });
-    drop(rt);
     assert_eq!(
-        seen.lock().unwrap().as_slice(),
+        seen,
         [((Some(1), None), Some("set in the task".to_owned()), None)]
     );
 }
