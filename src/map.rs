@@ -292,14 +292,30 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     #[inline]
     pub(crate) fn insert(&mut self, key: K, binding: V) -> Option<V> {
         // The common write, inline: rebinding a key of a flat array no copy shares.
-        if let Repr::Small(Some(entries)) = &mut self.repr {
-            if let Some(entry) = Arc::get_mut(entries)
-                .and_then(|entries| entries.iter_mut().find(|entry| entry.key.id() == key.id()))
-            {
-                return Some(std::mem::replace(&mut entry.binding, binding));
-            }
+        if let Some(entry) = self.get_mut_unshared(key.id()) {
+            return Some(std::mem::replace(entry, binding));
         }
         self.insert_slow(key, binding)
+    }
+
+    /// Whether the map is a layer over a shared map (see [`Layer`]).
+    #[inline]
+    pub(crate) fn is_layered(&self) -> bool {
+        matches!(self.repr, Repr::Layered(_))
+    }
+
+    /// The binding of `id` when it can be changed in place for free: the map is a flat array
+    /// that no copy shares. `None` in every other case (a missing key, a shared map, a trie or
+    /// a layer), where [`insert`](VarMap::insert) or [`get_mut`](VarMap::get_mut) copy first.
+    #[inline]
+    pub(crate) fn get_mut_unshared(&mut self, id: u64) -> Option<&mut V> {
+        match &mut self.repr {
+            Repr::Small(Some(entries)) => Arc::get_mut(entries)?
+                .iter_mut()
+                .find(|entry| entry.key.id() == id)
+                .map(|entry| &mut entry.binding),
+            _ => None,
+        }
     }
 
     /// Every other case of [`insert`](VarMap::insert): a shared or empty map, a new key, a trie

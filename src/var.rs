@@ -293,14 +293,15 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     #[inline]
     pub(crate) fn set_arc_as(&self, value: Arc<T>, call: &'static str) -> Token<T> {
         let key = self.key();
-        let binding = self.binding(value);
-        let (context, old) =
-            current::modify(call, |ctx| (ctx.token_id(), ctx.insert(key, binding)))
-                .unwrap_or((0, None));
+        let (context, old) = current::modify(call, |ctx| {
+            let old = ctx.replace_value(key, value, || self.policy());
+            (ctx.token_id(), old)
+        })
+        .unwrap_or((0, None));
         Token {
             var: key,
             context,
-            old_value: old.map(|old| context::downcast_arc(old.value)),
+            old_value: old.map(context::downcast_arc),
         }
     }
 
@@ -341,7 +342,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub fn reset(&self, token: Token<T>) -> Result<(), ResetError> {
         let wrong_var = token.var.id != self.id();
         let key = token.var;
-        let restored = token.old_value.map(|value| self.binding(value));
+        let restored = token.old_value.map(|value| value as Value);
         // The S21 check comes first: a misplaced reset panics whatever its token.
         let outcome = current::modify("ContextVar::reset", |ctx| {
             if wrong_var {
@@ -351,8 +352,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
                 return (Err(ResetError::WrongContext), restored);
             }
             let displaced = match restored {
-                Some(binding) => ctx.insert(key, binding),
-                None => ctx.remove(key.id),
+                Some(value) => ctx.replace_value(key, value, || self.policy()),
+                None => ctx.remove(key.id).map(|binding| binding.value),
             };
             (Ok(()), displaced)
         });
@@ -434,8 +435,14 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub(crate) fn binding(&self, value: Arc<T>) -> Binding {
         Binding {
             value: value as Value,
-            policy: self.policy.erase(|fork| self.forker(*fork)),
+            policy: self.policy(),
         }
+    }
+
+    /// This variable's policy in the form its bindings hold.
+    #[inline]
+    pub(crate) fn policy(&self) -> Policy {
+        self.policy.erase(|fork| self.forker(*fork))
     }
 
     #[cold]
