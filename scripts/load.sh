@@ -10,8 +10,12 @@
 #    `tenant=acme1`, has the same length mod 3 as no header at all, so billing's simulated
 #    work sleeps the same 1 ms in both.
 #
-# Servers alternate, ROUNDS rounds each; prints requests/s per round and the median ratio.
-# Usage: bash scripts/load.sh   (env: ROUNDS=3 DURATION=5s CONNECTIONS=32 TS_CONNECTIONS=128)
+# Servers alternate, ROUNDS rounds each. Per round it prints each server's requests/s and its
+# CPU time per request (user + system time of the server process during the run, divided by the
+# requests wrk counted), and at the end the median ratio of each. Requests/s moves with whatever
+# else the machine does; CPU time per request is the steadier figure of a server's own cost.
+# Usage: bash scripts/load.sh
+#   (env: ROUNDS=3 DURATION=5s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -20,6 +24,16 @@ CONNECTIONS=${CONNECTIONS:-32}
 TS_CONNECTIONS=${TS_CONNECTIONS:-128}
 BASE_PORT=${BASE_PORT:-18080}
 HOST=127.0.0.1
+HZ=$(getconf CLK_TCK)
+# With PIN=1 the servers run on core 0 and wrk on core 1 (taskset). Off by default: it did not
+# steady the hello-world figures here, and it puts both of two-services' servers on one core.
+PIN=${PIN:-0}
+SERVER=""
+WRK=""
+if [ "$PIN" = 1 ]; then
+    SERVER="taskset -c 0"
+    WRK="taskset -c 1"
+fi
 
 cd "$(dirname "$0")/.."
 
@@ -58,69 +72,93 @@ TS_ON_BILLING=$((BASE_PORT + 3))
 TS_OFF_EDGE=$((BASE_PORT + 4))
 TS_OFF_BILLING=$((BASE_PORT + 5))
 
-"$BIN/load-servers" plain "$PLAIN_PORT" >/dev/null &
-PIDS+=($!)
-"$BIN/load-servers" contextvars "$CV_PORT" >/dev/null &
-PIDS+=($!)
-"$BIN/two-services" "$TS_ON_EDGE" "$TS_ON_BILLING" >/dev/null 2>&1 &
-PIDS+=($!)
-"$BIN/two-services" --no-propagation "$TS_OFF_EDGE" "$TS_OFF_BILLING" >/dev/null 2>&1 &
-PIDS+=($!)
+$SERVER "$BIN/load-servers" plain "$PLAIN_PORT" >/dev/null &
+PLAIN_PID=$!
+$SERVER "$BIN/load-servers" contextvars "$CV_PORT" >/dev/null &
+CV_PID=$!
+$SERVER "$BIN/two-services" "$TS_ON_EDGE" "$TS_ON_BILLING" >/dev/null 2>&1 &
+TS_ON_PID=$!
+$SERVER "$BIN/two-services" --no-propagation "$TS_OFF_EDGE" "$TS_OFF_BILLING" >/dev/null 2>&1 &
+TS_OFF_PID=$!
+PIDS+=("$PLAIN_PID" "$CV_PID" "$TS_ON_PID" "$TS_OFF_PID")
 for port in "$PLAIN_PORT" "$CV_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDGE" "$TS_OFF_BILLING"; do
     wait_port "$port"
 done
 
-# rps URL CONNECTIONS DURATION [HEADER]: wrk's requests/s (fails on any non-2xx or socket error).
-rps() {
-    local out
-    if [ $# -ge 4 ]; then
-        out=$(wrk -t1 -c"$2" -d"$3" -H "$4" "$1")
-    else
-        out=$(wrk -t1 -c"$2" -d"$3" "$1")
-    fi
+# cpu_ticks PID...: user + system CPU time of the processes (all their threads), in clock ticks.
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$@"; do
+        # Past the command name (which may hold spaces), utime and stime are the 12th and 13th.
+        total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+    done
+    echo "$total"
+}
+
+# measure URL CONNECTIONS DURATION PIDS [HEADER]: "REQUESTS/S CPU-µs-PER-REQUEST" of one wrk run,
+# the CPU time being that of the server processes PIDS (comma-separated) during the run. Fails on
+# any non-2xx response or socket error.
+measure() {
+    local url=$1 conns=$2 duration=$3 pids=${4//,/ } out before after
+    local wrk_args=(-t1 -c"$conns" -d"$duration")
+    if [ $# -ge 5 ]; then wrk_args+=(-H "$5"); fi
+    # shellcheck disable=SC2086 # PIDS is a list
+    before=$(cpu_ticks $pids)
+    out=$($WRK wrk "${wrk_args[@]}" "$url")
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks $pids)
     if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
-        echo "wrk reported errors against $1:" >&2
+        echo "wrk reported errors against $url:" >&2
         echo "$out" >&2
         exit 1
     fi
-    awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
+    awk -v ticks=$((after - before)) -v hz="$HZ" '
+        / requests in / { requests = $1 }
+        /^Requests\/sec:/ { rps = $2 }
+        END { printf "%s %.3f\n", rps, ticks / hz * 1e6 / requests }' <<<"$out"
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# compare TITLE BASELINE_NAME BASELINE_URL NAME URL CONNECTIONS [HEADER]
+# compare TITLE BASELINE_NAME BASELINE_URL BASELINE_PIDS NAME URL PIDS CONNECTIONS [HEADER]
 compare() {
-    local title=$1 base_name=$2 base_url=$3 name=$4 url=$5 conns=$6
+    local title=$1 base_name=$2 base_url=$3 base_pids=$4 name=$5 url=$6 pids=$7 conns=$8
     local header=()
-    if [ $# -ge 7 ]; then header=("$7"); fi
+    if [ $# -ge 9 ]; then header=("$9"); fi
     echo
     echo "== $title (wrk -t1 -c$conns -d$DURATION${header:+ -H '${header[0]}'}, loopback)"
     # warm-up: connections, allocator, page cache
-    rps "$base_url" "$conns" 1s "${header[@]}" >/dev/null
-    rps "$url" "$conns" 1s "${header[@]}" >/dev/null
-    printf '| round | %s req/s | %s req/s | ratio | overhead per request |\n' "$base_name" "$name"
-    printf '|---:|---:|---:|---:|---:|\n'
-    local ratios=() overheads=()
+    measure "$base_url" "$conns" 1s "$base_pids" "${header[@]}" >/dev/null
+    measure "$url" "$conns" 1s "$pids" "${header[@]}" >/dev/null
+    printf '| round | %s req/s | %s req/s | ratio | %s CPU/request | %s CPU/request | ratio |\n' \
+        "$base_name" "$name" "$base_name" "$name"
+    printf '|---:|---:|---:|---:|---:|---:|---:|\n'
+    local rps_ratios=() cpu_ratios=()
     for round in $(seq "$ROUNDS"); do
-        local a b
-        a=$(rps "$base_url" "$conns" "$DURATION" "${header[@]}")
-        b=$(rps "$url" "$conns" "$DURATION" "${header[@]}")
-        local ratio overhead
-        ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.4f", b / a }')
-        overhead=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", 1e6 / b - 1e6 / a }')
-        ratios+=("$ratio")
-        overheads+=("$overhead")
-        printf '| %d | %s | %s | %s | %s µs |\n' "$round" "$a" "$b" "$ratio" "$overhead"
+        local a b a_rps a_cpu b_rps b_cpu rps_ratio cpu_ratio
+        a=$(measure "$base_url" "$conns" "$DURATION" "$base_pids" "${header[@]}")
+        b=$(measure "$url" "$conns" "$DURATION" "$pids" "${header[@]}")
+        read -r a_rps a_cpu <<<"$a"
+        read -r b_rps b_cpu <<<"$b"
+        rps_ratio=$(awk -v a="$a_rps" -v b="$b_rps" 'BEGIN { printf "%.4f", b / a }')
+        cpu_ratio=$(awk -v a="$a_cpu" -v b="$b_cpu" 'BEGIN { printf "%.4f", b / a }')
+        rps_ratios+=("$rps_ratio")
+        cpu_ratios+=("$cpu_ratio")
+        printf '| %d | %s | %s | %s | %s µs | %s µs | %s |\n' \
+            "$round" "$a_rps" "$b_rps" "$rps_ratio" "$a_cpu" "$b_cpu" "$cpu_ratio"
     done
-    local mr mo
-    mr=$(printf '%s\n' "${ratios[@]}" | median)
-    mo=$(printf '%s\n' "${overheads[@]}" | median)
-    awk -v r="$mr" -v o="$mo" 'BEGIN {
-        printf "median ratio %.4f: %.2f%% fewer requests/s, %.3f µs more per request\n", r, (1 - r) * 100, o }'
+    local mr mc
+    mr=$(printf '%s\n' "${rps_ratios[@]}" | median)
+    mc=$(printf '%s\n' "${cpu_ratios[@]}" | median)
+    awk -v r="$mr" -v c="$mc" 'BEGIN {
+        printf "median requests/s ratio %.4f (%.2f%% fewer); median CPU-per-request ratio %.4f (%.2f%% more)\n",
+            r, (1 - r) * 100, c, (c - 1) * 100 }'
 }
 
 echo "machine: $(nproc) cores; $(uname -sr)"
-compare "hello-world, one worker thread" plain "http://$HOST:$PLAIN_PORT/" \
-    contextvars "http://$HOST:$CV_PORT/" "$CONNECTIONS"
-compare "two services, edge -> billing" "no propagation" "http://$HOST:$TS_OFF_EDGE/" \
-    propagation "http://$HOST:$TS_ON_EDGE/" "$TS_CONNECTIONS" "x-tenant: acme1"
+compare "hello-world, one worker thread" \
+    plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
+    contextvars "http://$HOST:$CV_PORT/" "$CV_PID" "$CONNECTIONS"
+compare "two services, edge -> billing" \
+    "no propagation" "http://$HOST:$TS_OFF_EDGE/" "$TS_OFF_PID" \
+    propagation "http://$HOST:$TS_ON_EDGE/" "$TS_ON_PID" "$TS_CONNECTIONS" "x-tenant: acme1"
