@@ -12,8 +12,9 @@
 #
 # Servers alternate, ROUNDS rounds each. Per round it prints each server's requests/s and its
 # CPU time per request (user + system time of the server process during the run, divided by the
-# requests wrk counted), and at the end the median ratio of each. Requests/s moves with whatever
-# else the machine does; CPU time per request is the steadier figure of a server's own cost.
+# requests wrk counted), user and system together and user alone, and at the end the medians.
+# Requests/s moves with whatever else the machine does; the extra user CPU time per request is
+# the figure of the crate's own cost (it adds no system calls).
 # Usage: bash scripts/load.sh
 #   (env: ROUNDS=3 DURATION=5s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1)
 set -euo pipefail
@@ -85,42 +86,52 @@ for port in "$PLAIN_PORT" "$CV_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDG
     wait_port "$port"
 done
 
-# cpu_ticks PID...: user + system CPU time of the processes (all their threads), in clock ticks.
+# cpu_ticks PID...: "USER SYSTEM" CPU time of the processes (all their threads), in clock ticks.
 cpu_ticks() {
-    local total=0 pid
+    local user=0 system=0 pid u s
     for pid in "$@"; do
         # Past the command name (which may hold spaces), utime and stime are the 12th and 13th.
-        total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+        read -r u s < <(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12, $13 }')
+        user=$((user + u))
+        system=$((system + s))
     done
-    echo "$total"
+    echo "$user $system"
 }
 
-# measure URL CONNECTIONS DURATION PIDS [HEADER]: "REQUESTS/S CPU-µs-PER-REQUEST" of one wrk run,
-# the CPU time being that of the server processes PIDS (comma-separated) during the run. Fails on
-# any non-2xx response or socket error.
+# measure URL CONNECTIONS DURATION PIDS [HEADER]: "REQUESTS/S CPU-µs USER-CPU-µs" of one wrk
+# run, the CPU times per request being those of the server processes PIDS (comma-separated)
+# during the run: user + system, and user alone. Fails on any non-2xx response or socket error.
 measure() {
-    local url=$1 conns=$2 duration=$3 pids=${4//,/ } out before after
+    local url=$1 conns=$2 duration=$3 pids=${4//,/ } out user0 system0 user1 system1
     local wrk_args=(-t1 -c"$conns" -d"$duration")
     if [ $# -ge 5 ]; then wrk_args+=(-H "$5"); fi
     # shellcheck disable=SC2086 # PIDS is a list
-    before=$(cpu_ticks $pids)
+    read -r user0 system0 < <(cpu_ticks $pids)
     out=$($WRK wrk "${wrk_args[@]}" "$url")
     # shellcheck disable=SC2086
-    after=$(cpu_ticks $pids)
+    read -r user1 system1 < <(cpu_ticks $pids)
     if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
         echo "wrk reported errors against $url:" >&2
         echo "$out" >&2
         exit 1
     fi
-    awk -v ticks=$((after - before)) -v hz="$HZ" '
+    awk -v user=$((user1 - user0)) -v sys=$((system1 - system0)) -v hz="$HZ" '
         / requests in / { requests = $1 }
         /^Requests\/sec:/ { rps = $2 }
-        END { printf "%s %.3f\n", rps, ticks / hz * 1e6 / requests }' <<<"$out"
+        END {
+            us = 1e6 / hz / requests
+            printf "%s %.3f %.3f\n", rps, (user + sys) * us, user * us
+        }' <<<"$out"
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # compare TITLE BASELINE_NAME BASELINE_URL BASELINE_PIDS NAME URL PIDS CONNECTIONS [HEADER]
+#
+# Per round: requests/s of each and their ratio; CPU time per request (user + system) of each;
+# and the extra user CPU time per request of NAME (the crate runs in user space; the kernel's
+# share per request moves with how wrk's connections happen to batch), also as a percentage of
+# the baseline's whole CPU time per request.
 compare() {
     local title=$1 base_name=$2 base_url=$3 base_pids=$4 name=$5 url=$6 pids=$7 conns=$8
     local header=()
@@ -130,29 +141,32 @@ compare() {
     # warm-up: connections, allocator, page cache
     measure "$base_url" "$conns" 1s "$base_pids" "${header[@]}" >/dev/null
     measure "$url" "$conns" 1s "$pids" "${header[@]}" >/dev/null
-    printf '| round | %s req/s | %s req/s | ratio | %s CPU/request | %s CPU/request | ratio |\n' \
-        "$base_name" "$name" "$base_name" "$name"
-    printf '|---:|---:|---:|---:|---:|---:|---:|\n'
-    local rps_ratios=() cpu_ratios=()
+    printf '| round | %s req/s | %s req/s | ratio | %s CPU/req | %s CPU/req | %s user CPU/req | %s user CPU/req | extra user CPU/req |\n' \
+        "$base_name" "$name" "$base_name" "$name" "$base_name" "$name"
+    printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+    local rps_ratios=() cpu_ratios=() extras=() shares=()
     for round in $(seq "$ROUNDS"); do
-        local a b a_rps a_cpu b_rps b_cpu rps_ratio cpu_ratio
+        local a b a_rps a_cpu a_user b_rps b_cpu b_user
         a=$(measure "$base_url" "$conns" "$DURATION" "$base_pids" "${header[@]}")
         b=$(measure "$url" "$conns" "$DURATION" "$pids" "${header[@]}")
-        read -r a_rps a_cpu <<<"$a"
-        read -r b_rps b_cpu <<<"$b"
-        rps_ratio=$(awk -v a="$a_rps" -v b="$b_rps" 'BEGIN { printf "%.4f", b / a }')
-        cpu_ratio=$(awk -v a="$a_cpu" -v b="$b_cpu" 'BEGIN { printf "%.4f", b / a }')
-        rps_ratios+=("$rps_ratio")
-        cpu_ratios+=("$cpu_ratio")
-        printf '| %d | %s | %s | %s | %s µs | %s µs | %s |\n' \
-            "$round" "$a_rps" "$b_rps" "$rps_ratio" "$a_cpu" "$b_cpu" "$cpu_ratio"
+        read -r a_rps a_cpu a_user <<<"$a"
+        read -r b_rps b_cpu b_user <<<"$b"
+        rps_ratios+=("$(awk -v a="$a_rps" -v b="$b_rps" 'BEGIN { printf "%.4f", b / a }')")
+        cpu_ratios+=("$(awk -v a="$a_cpu" -v b="$b_cpu" 'BEGIN { printf "%.4f", b / a }')")
+        extras+=("$(awk -v a="$a_user" -v b="$b_user" 'BEGIN { printf "%.3f", b - a }')")
+        shares+=("$(awk -v a="$a_user" -v b="$b_user" -v c="$a_cpu" 'BEGIN { printf "%.2f", (b - a) / c * 100 }')")
+        printf '| %d | %s | %s | %s | %s µs | %s µs | %s µs | %s µs | %s µs (%s %%) |\n' \
+            "$round" "$a_rps" "$b_rps" "${rps_ratios[-1]}" "$a_cpu" "$b_cpu" "$a_user" "$b_user" \
+            "${extras[-1]}" "${shares[-1]}"
     done
-    local mr mc
+    local mr mc me ms
     mr=$(printf '%s\n' "${rps_ratios[@]}" | median)
     mc=$(printf '%s\n' "${cpu_ratios[@]}" | median)
-    awk -v r="$mr" -v c="$mc" 'BEGIN {
-        printf "median requests/s ratio %.4f (%.2f%% fewer); median CPU-per-request ratio %.4f (%.2f%% more)\n",
-            r, (1 - r) * 100, c, (c - 1) * 100 }'
+    me=$(printf '%s\n' "${extras[@]}" | median)
+    ms=$(printf '%s\n' "${shares[@]}" | median)
+    awk -v r="$mr" -v c="$mc" -v e="$me" -v s="$ms" 'BEGIN {
+        printf "medians: requests/s ratio %.4f (%.2f%% fewer); CPU per request ratio %.4f (%.2f%% more); extra user CPU %.3f µs per request (%.2f%% of the baseline'"'"'s CPU per request)\n",
+            r, (1 - r) * 100, c, (c - 1) * 100, e, s }'
 }
 
 echo "machine: $(nproc) cores; $(uname -sr)"

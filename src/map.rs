@@ -94,6 +94,16 @@ fn flat_of<K, V>(entries: impl Iterator<Item = Entry<K, V>>, capacity: usize) ->
     flat
 }
 
+/// The slots of `flat`, unshared: copied to exactly its entries first if a copy of the map shares
+/// them. `None` for the empty map.
+fn unshared<K: Clone, V: Clone>(flat: &mut Option<Flat<K, V>>) -> Option<&mut [Slot<K, V>]> {
+    let slots = flat.as_mut()?;
+    if Arc::get_mut(slots).is_none() {
+        *slots = flat_of(flat_entries(slots).cloned(), flat_len(slots));
+    }
+    Arc::get_mut(slots)
+}
+
 /// The slots of `flat`, unshared, with room for `extra` more entries after its `len`: changed in
 /// place if it is unshared and has the room; otherwise replaced by a copy, which moves the
 /// entries of an unshared map and clones those of a shared one. A shared map is copied to
@@ -332,6 +342,15 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     /// The value of `id`, to change in place; copies what a clone of this map shares first.
     #[inline]
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut V> {
+        // A flat map no copy shares, the common case: one scan, no copy.
+        let unshared_flat = match &mut self.repr {
+            Repr::Small(Some(slots)) => Arc::get_mut(slots).is_some(),
+            _ => false,
+        };
+        if unshared_flat {
+            return self.get_mut_unshared(id);
+        }
+        // Look first, so that a missing key copies nothing.
         self.get(id)?;
         if let Repr::Layered(layer) = &self.repr {
             if layer.top_get(id).is_none() && layer.top.iter().all(Option::is_some) {
@@ -345,13 +364,11 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
             self.repr.add_layer();
         }
         match &mut self.repr {
-            Repr::Small(flat) => {
-                let slots = flat.as_deref()?;
-                let len = flat_len(slots);
-                let index = flat_entries(slots).position(|e| e.key.id() == id)?;
-                let entry = reserve(flat, len, 0)[index].as_mut()?;
-                Some(&mut entry.binding)
-            }
+            Repr::Small(flat) => unshared(flat)?
+                .iter_mut()
+                .map_while(Option::as_mut)
+                .find(|entry| entry.key.id() == id)
+                .map(|entry| &mut entry.binding),
             Repr::Large(_) => unreachable!("layered above"),
             Repr::Layered(layer) => {
                 let layer = Arc::make_mut(layer);
