@@ -3,8 +3,8 @@
 //! Storage is a leaf: generic over the key (anything that is its numeric id, [`MapKey`]) and the
 //! value, it imports nothing of the crate.
 //!
-//! Small contexts (the common case: a request id, a user, a deadline) are a flat array in one
-//! `Arc` allocation, copied whole on write when shared and changed in place when not; past
+//! Small contexts (the common case: a request id, a user, a deadline) are a flat array behind an
+//! `Arc`, copied whole on write when shared and changed in place when not; past
 //! [`SMALL_CAPACITY`] bindings the map becomes a hash array mapped trie (`imbl`), whose writes
 //! copy only the path to the changed entry. Both are O(1) to clone. The threshold and the gain
 //! are measured in `benches/growth.rs` (see BENCHMARKS.md).
@@ -61,84 +61,6 @@ struct Entry<K, V> {
     binding: V,
 }
 
-/// One slot of a flat map. Entries are packed at the front; the `None` slots after them are room
-/// to add entries to a map no copy shares without allocating.
-type Slot<K, V> = Option<Entry<K, V>>;
-
-/// A flat map: its slots in one allocation (an `Arc<Vec<_>>` would take two, and a second
-/// pointer to follow on every lookup).
-type Flat<K, V> = Arc<[Slot<K, V>]>;
-
-/// How many slots a map gets for its first entry, and at least when an unshared map grows: few
-/// contexts bind more than a handful of variables.
-const FIRST_CAPACITY: usize = 4;
-
-/// The number of entries of a flat map (they are packed at the front).
-#[inline]
-fn flat_len<K, V>(slots: &[Slot<K, V>]) -> usize {
-    slots.partition_point(Option::is_some)
-}
-
-/// The entries of a flat map.
-#[inline]
-fn flat_entries<K, V>(slots: &[Slot<K, V>]) -> impl Iterator<Item = &Entry<K, V>> {
-    slots.iter().map_while(Option::as_ref)
-}
-
-/// A flat map of `capacity` slots holding `entries` (at most `capacity` of them), in one
-/// allocation: an iterator over a range is `TrustedLen`, so `collect` allocates once.
-fn flat_of<K, V>(entries: impl Iterator<Item = Entry<K, V>>, capacity: usize) -> Flat<K, V> {
-    let mut entries = entries.fuse();
-    let flat: Flat<K, V> = (0..capacity).map(|_| entries.next()).collect();
-    debug_assert!(entries.next().is_none(), "more entries than slots");
-    flat
-}
-
-/// The slots of `flat`, unshared: copied to exactly its entries first if a copy of the map shares
-/// them. `None` for the empty map.
-fn unshared<K: Clone, V: Clone>(flat: &mut Option<Flat<K, V>>) -> Option<&mut [Slot<K, V>]> {
-    let slots = flat.as_mut()?;
-    if Arc::get_mut(slots).is_none() {
-        *slots = flat_of(flat_entries(slots).cloned(), flat_len(slots));
-    }
-    Arc::get_mut(slots)
-}
-
-/// The slots of `flat`, unshared, with room for `extra` more entries after its `len`: changed in
-/// place if it is unshared and has the room; otherwise replaced by a copy, which moves the
-/// entries of an unshared map and clones those of a shared one. A shared map is copied to
-/// exactly what it needs, so that a diverged copy costs no more memory than its entries; an
-/// unshared one that is full doubles, so that adding entries one by one copies O(log n) times.
-fn reserve<K: Clone, V: Clone>(
-    flat: &mut Option<Flat<K, V>>,
-    len: usize,
-    extra: usize,
-) -> &mut [Slot<K, V>] {
-    let needed = len + extra;
-    let (unique, capacity) = match flat.as_mut() {
-        Some(slots) => (Arc::get_mut(slots).is_some(), slots.len()),
-        None => (true, 0),
-    };
-    if !unique || capacity < needed {
-        let new_capacity = match (unique, capacity) {
-            (_, 0) => needed.max(FIRST_CAPACITY),
-            (true, _) => needed.max(2 * capacity).min(SMALL_CAPACITY),
-            (false, _) => needed,
-        };
-        let slots = match flat.as_mut() {
-            None => flat_of(std::iter::empty(), new_capacity),
-            Some(old) => match Arc::get_mut(old) {
-                Some(old) => flat_of(old[..len].iter_mut().map_while(Option::take), new_capacity),
-                None => flat_of(flat_entries(old).cloned(), new_capacity),
-            },
-        };
-        *flat = Some(slots);
-    }
-    flat.as_mut()
-        .and_then(Arc::get_mut)
-        .expect("reserved: present and unshared")
-}
-
 /// Up to this many changed bindings sit in a [`Layer`] over a shared map; one more flattens the
 /// layer into a map of its own.
 pub(crate) const LAYER_CAPACITY: usize = 2;
@@ -156,16 +78,15 @@ struct Layer<K, V> {
     base: Repr<K, V>,
     /// `Some((key, None))` where a binding of `base` is removed. Keys are distinct.
     top: [Option<(K, Option<V>)>; LAYER_CAPACITY],
-    // No length: counted when asked (only `Context::len` asks), so that a layer, the memory a
-    // diverged copy costs, stays this size.
+    len: usize,
 }
 
 #[derive(Clone)]
 enum Repr<K, V> {
     /// `None` is the empty map, so that an empty context allocates nothing.
-    Small(Option<Flat<K, V>>),
-    /// Behind an `Arc` of its own so that a map is three words at most (a context is moved into
-    /// every task and `Scoped`); cloning stays one reference count.
+    Small(Option<Arc<Vec<Entry<K, V>>>>),
+    /// Behind an `Arc` of its own so that a map is two words (a context is swapped in and out
+    /// of the thread's slot on every `run` and poll); cloning stays one reference count.
     Large(Arc<Trie<K, V>>),
     Layered(Arc<Layer<K, V>>),
 }
@@ -220,7 +141,8 @@ impl<K: MapKey, V: Clone> Repr<K, V> {
     #[inline]
     fn get(&self, id: u64) -> Option<&V> {
         match self {
-            Repr::Small(Some(slots)) => flat_entries(slots)
+            Repr::Small(Some(entries)) => entries
+                .iter()
                 .find(|entry| entry.key.id() == id)
                 .map(|entry| &entry.binding),
             Repr::Small(None) => None,
@@ -234,9 +156,9 @@ impl<K: MapKey, V: Clone> Repr<K, V> {
 
     fn len(&self) -> usize {
         match self {
-            Repr::Small(slots) => slots.as_deref().map_or(0, flat_len),
+            Repr::Small(entries) => entries.as_ref().map_or(0, |e| e.len()),
             Repr::Large(trie) => trie.len(),
-            Repr::Layered(layer) => layer.len(),
+            Repr::Layered(layer) => layer.len,
         }
     }
 
@@ -246,8 +168,8 @@ impl<K: MapKey, V: Clone> Repr<K, V> {
     #[inline]
     fn layer_on_write(&self) -> bool {
         match self {
-            Repr::Small(Some(slots)) => {
-                Arc::strong_count(slots) > 1 && flat_len(slots) >= LAYER_THRESHOLD
+            Repr::Small(Some(entries)) => {
+                Arc::strong_count(entries) > 1 && entries.len() >= LAYER_THRESHOLD
             }
             Repr::Small(None) => false,
             Repr::Large(trie) => Arc::strong_count(trie) > 1,
@@ -258,10 +180,12 @@ impl<K: MapKey, V: Clone> Repr<K, V> {
     /// Replaces `self` with a layer over it holding no changes yet.
     #[cold]
     fn add_layer(&mut self) -> &mut Layer<K, V> {
+        let len = self.len();
         let base = std::mem::replace(self, Repr::Small(None));
         *self = Repr::Layered(Arc::new(Layer {
             base,
             top: Default::default(),
+            len,
         }));
         match self {
             Repr::Layered(layer) => Arc::make_mut(layer),
@@ -281,19 +205,6 @@ impl<K: MapKey, V: Clone> Layer<K, V> {
             .map(|(_, binding)| binding)
     }
 
-    /// The number of bindings: the base's, plus the top's additions, minus its removals.
-    fn len(&self) -> usize {
-        let (mut added, mut removed) = (0, 0);
-        for (key, binding) in self.top.iter().flatten() {
-            match (binding.is_some(), self.base.get(key.id()).is_some()) {
-                (true, false) => added += 1,
-                (false, true) => removed += 1,
-                _ => {}
-            }
-        }
-        self.base.len() + added - removed
-    }
-
     fn top_slot(&mut self, id: u64) -> Option<&mut Option<V>> {
         self.top
             .iter_mut()
@@ -305,17 +216,21 @@ impl<K: MapKey, V: Clone> Layer<K, V> {
     /// Records `binding` for `key` in the top (`None`: removed), if there is room; returns the
     /// binding it displaces (from the top, else the base), or gives `binding` back.
     fn put(&mut self, key: K, binding: Option<V>) -> Result<Option<V>, Option<V>> {
+        let adds = binding.is_some();
         if let Some(slot) = self.top_slot(key.id()) {
-            return Ok(std::mem::replace(slot, binding));
+            let old = std::mem::replace(slot, binding);
+            self.len = self.len + usize::from(adds) - usize::from(old.is_some());
+            return Ok(old);
         }
         let in_base = self.base.get(key.id()).is_some();
-        if binding.is_none() && !in_base {
+        if !adds && !in_base {
             return Ok(None);
         }
         let Some(free) = self.top.iter_mut().find(|slot| slot.is_none()) else {
             return Err(binding);
         };
         *free = Some((key, binding));
+        self.len = self.len + usize::from(adds) - usize::from(in_base);
         Ok(match in_base {
             true => self.base.get(key.id()).cloned(),
             false => None,
@@ -344,7 +259,7 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut V> {
         // A flat map no copy shares, the common case: one scan, no copy.
         let unshared_flat = match &mut self.repr {
-            Repr::Small(Some(slots)) => Arc::get_mut(slots).is_some(),
+            Repr::Small(Some(entries)) => Arc::get_mut(entries).is_some(),
             _ => false,
         };
         if unshared_flat {
@@ -364,11 +279,10 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
             self.repr.add_layer();
         }
         match &mut self.repr {
-            Repr::Small(flat) => unshared(flat)?
-                .iter_mut()
-                .map_while(Option::as_mut)
-                .find(|entry| entry.key.id() == id)
-                .map(|entry| &mut entry.binding),
+            Repr::Small(slot) => {
+                let index = slot.as_ref()?.iter().position(|e| e.key.id() == id)?;
+                Some(&mut Arc::make_mut(slot.as_mut()?)[index].binding)
+            }
             Repr::Large(_) => unreachable!("layered above"),
             Repr::Layered(layer) => {
                 let layer = Arc::make_mut(layer);
@@ -405,9 +319,8 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     #[inline]
     pub(crate) fn get_mut_unshared(&mut self, id: u64) -> Option<&mut V> {
         match &mut self.repr {
-            Repr::Small(Some(slots)) => Arc::get_mut(slots)?
+            Repr::Small(Some(entries)) => Arc::get_mut(entries)?
                 .iter_mut()
-                .map_while(Option::as_mut)
                 .find(|entry| entry.key.id() == id)
                 .map(|entry| &mut entry.binding),
             _ => None,
@@ -422,18 +335,13 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
             self.repr.add_layer();
         }
         match &mut self.repr {
-            Repr::Small(flat) => {
-                let slots = flat.as_deref().unwrap_or_default();
-                let len = flat_len(slots);
-                let found = flat_entries(slots).position(|e| e.key == key);
-                if let Some(index) = found {
-                    let entry = reserve(flat, len, 0)[index]
-                        .as_mut()
-                        .expect("an entry's slot");
+            Repr::Small(slot) => {
+                let entries = Arc::make_mut(slot.get_or_insert_with(Default::default));
+                if let Some(entry) = entries.iter_mut().find(|e| e.key == key) {
                     return Some(std::mem::replace(&mut entry.binding, binding));
                 }
-                if len < SMALL_CAPACITY {
-                    reserve(flat, len, 1)[len] = Some(Entry { key, binding });
+                if entries.len() < SMALL_CAPACITY {
+                    entries.push(Entry { key, binding });
                     return None;
                 }
                 self.grow().insert(key, binding)
@@ -457,15 +365,10 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
             self.repr.add_layer();
         }
         match &mut self.repr {
-            Repr::Small(flat) => {
-                let slots = flat.as_deref()?;
-                let len = flat_len(slots);
-                let index = flat_entries(slots).position(|e| e.key.id() == id)?;
-                let slots = reserve(flat, len, 0);
-                let removed = slots[index].take();
-                // The last entry fills the hole: entries stay packed.
-                slots.swap(index, len - 1);
-                removed.map(|entry| entry.binding)
+            Repr::Small(slot) => {
+                let index = slot.as_ref()?.iter().position(|e| e.key.id() == id)?;
+                let entries = Arc::make_mut(slot.as_mut()?);
+                Some(entries.swap_remove(index).binding)
             }
             Repr::Large(trie) => Arc::make_mut(trie).remove(&id),
             Repr::Layered(layer) => {
@@ -513,11 +416,11 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     /// Turns a full flat array into a trie.
     #[cold]
     fn grow(&mut self) -> &mut Trie<K, V> {
-        let slots = match &self.repr {
-            Repr::Small(Some(slots)) => &slots[..],
-            _ => &[],
+        let entries = match &self.repr {
+            Repr::Small(Some(entries)) => entries.iter(),
+            _ => [].iter(),
         };
-        let trie: Trie<K, V> = flat_entries(slots)
+        let trie: Trie<K, V> = entries
             .map(|entry| (entry.key, entry.binding.clone()))
             .collect();
         self.repr = Repr::Large(Arc::new(trie));
@@ -531,14 +434,12 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     #[cold]
     fn flatten(&mut self) {
         let bindings: Vec<(K, V)> = self.iter().map(|(k, v)| (*k, v.clone())).collect();
-        let len = bindings.len();
-        let flat = match len <= SMALL_CAPACITY {
-            // Room for one more: a flatten is usually a write that adds a binding.
-            true => Repr::Small(Some(flat_of(
+        let flat = match bindings.len() <= SMALL_CAPACITY {
+            true => Repr::Small(Some(Arc::new(
                 bindings
                     .into_iter()
-                    .map(|(key, binding)| Entry { key, binding }),
-                (len + 1).min(SMALL_CAPACITY),
+                    .map(|(key, binding)| Entry { key, binding })
+                    .collect(),
             ))),
             false => Repr::Large(Arc::new(bindings.into_iter().collect())),
         };
@@ -555,9 +456,7 @@ impl<K: MapKey, V: Clone> Layer<K, V> {
     /// The key under which the base binds `id`.
     fn base_key(&self, id: u64) -> Option<K> {
         match &self.base {
-            Repr::Small(Some(slots)) => flat_entries(slots)
-                .find(|e| e.key.id() == id)
-                .map(|e| e.key),
+            Repr::Small(Some(entries)) => entries.iter().find(|e| e.key.id() == id).map(|e| e.key),
             Repr::Large(trie) => trie.get_key_value(&id).map(|(key, _)| *key),
             _ => None,
         }
@@ -570,17 +469,15 @@ pub(crate) struct Iter<'a, K, V> {
 }
 
 enum BaseIter<'a, K, V> {
-    /// Over a flat map's entries (its slots up to its length).
-    Small(std::slice::Iter<'a, Slot<K, V>>),
+    Small(std::slice::Iter<'a, Entry<K, V>>),
     Large(imbl::hashmap::Iter<'a, K, V, DefaultSharedPtr>),
 }
 
 impl<'a, K: MapKey, V> BaseIter<'a, K, V> {
     fn of(repr: &'a Repr<K, V>) -> Self {
         match repr {
-            Repr::Small(slots) => {
-                let slots = slots.as_deref().unwrap_or_default();
-                BaseIter::Small(slots[..flat_len(slots)].iter())
+            Repr::Small(entries) => {
+                BaseIter::Small(entries.as_deref().map_or(&[][..], |e| &e[..]).iter())
             }
             Repr::Large(trie) => BaseIter::Large(trie.iter()),
             Repr::Layered(_) => unreachable!("a layer's base is never layered"),
@@ -594,7 +491,7 @@ impl<'a, K, V> Iterator for BaseIter<'a, K, V> {
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            BaseIter::Small(it) => it.flatten().next().map(|e| (&e.key, &e.binding)),
+            BaseIter::Small(it) => it.next().map(|e| (&e.key, &e.binding)),
             BaseIter::Large(it) => it.next(),
         }
     }
