@@ -13,11 +13,15 @@
 # Servers alternate, ROUNDS rounds each. Per round it prints each server's requests/s and its
 # CPU time per request (user + system time of the server process during the run, divided by the
 # requests wrk counted), user and system together and user alone, and at the end the medians.
-# Requests/s moves with whatever else the machine does; the extra user CPU time per request is
-# the figure of the crate's own cost (it adds no system calls).
+# Requests/s moves with whatever else the machine does. The extra user CPU time per request is
+# the closest figure to the crate's own cost (it makes no system calls), with one caveat: unless
+# the kernel accounts CPU time precisely, it splits user from system time by sampling at each
+# timer tick, so the user share alone can be noisier than the total.
+# Needs bash >= 4.4.
 # Usage: bash scripts/load.sh
 #   (env: ROUNDS=3 DURATION=5s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1)
 set -euo pipefail
+shopt -s inherit_errexit
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
@@ -90,6 +94,10 @@ done
 cpu_ticks() {
     local user=0 system=0 pid u s
     for pid in "$@"; do
+        if [ ! -r "/proc/$pid/stat" ]; then
+            echo "server process $pid has exited" >&2
+            exit 1
+        fi
         # Past the command name (which may hold spaces), utime and stime are the 12th and 13th.
         read -r u s < <(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12, $13 }')
         user=$((user + u))
@@ -102,14 +110,16 @@ cpu_ticks() {
 # run, the CPU times per request being those of the server processes PIDS (comma-separated)
 # during the run: user + system, and user alone. Fails on any non-2xx response or socket error.
 measure() {
-    local url=$1 conns=$2 duration=$3 pids=${4//,/ } out user0 system0 user1 system1
+    local url=$1 conns=$2 duration=$3 pids=${4//,/ } out ticks user0 system0 user1 system1
     local wrk_args=(-t1 -c"$conns" -d"$duration")
     if [ $# -ge 5 ]; then wrk_args+=(-H "$5"); fi
     # shellcheck disable=SC2086 # PIDS is a list
-    read -r user0 system0 < <(cpu_ticks $pids)
+    ticks=$(cpu_ticks $pids)
+    read -r user0 system0 <<<"$ticks"
     out=$($WRK wrk "${wrk_args[@]}" "$url")
     # shellcheck disable=SC2086
-    read -r user1 system1 < <(cpu_ticks $pids)
+    ticks=$(cpu_ticks $pids)
+    read -r user1 system1 <<<"$ticks"
     if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
         echo "wrk reported errors against $url:" >&2
         echo "$out" >&2
@@ -119,6 +129,10 @@ measure() {
         / requests in / { requests = $1 }
         /^Requests\/sec:/ { rps = $2 }
         END {
+            if (!requests) {
+                print "wrk counted no requests" > "/dev/stderr"
+                exit 1
+            }
             us = 1e6 / hz / requests
             printf "%s %.3f %.3f\n", rps, (user + sys) * us, user * us
         }' <<<"$out"
