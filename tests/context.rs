@@ -368,6 +368,57 @@ fn policy_is_kept_when_a_special_var_is_overwritten() {
 }
 
 #[test]
+fn writes_over_a_shared_context_keep_policies_and_copies_through_layer_and_flatten() {
+    // Eight bindings: a write while a copy shares them goes into a layer over the shared map
+    // (two changes at most), and a third changed var flattens it; `set` and `reset` swap
+    // values in place there. Policies, the copy and the fork must not notice any of it.
+    static HIDDEN: ContextVar<u32> = ContextVar::new("hidden").inherit(Inherit::None);
+    static FORKED: ContextVar<u32> = ContextVar::new("forked").inherit(Inherit::Fork(|v| v + 100));
+    let plain: Vec<ContextVar<u32>> = (0..6).map(|_| ContextVar::new("plain")).collect();
+    let mut ctx = Context::new();
+    ctx.run(|| {
+        HIDDEN.set(1);
+        FORKED.set(1);
+        for (i, var) in plain.iter().enumerate() {
+            var.set(i as u32);
+        }
+        let snapshot = copy_context();
+        let hidden = HIDDEN.set(2); // the first write over the shared map: a layer
+        let forked = FORKED.set(2); // the layer's second change
+        let plain_0 = plain[0].set(10); // a third: the layer flattens
+        let forked_again = FORKED.set(3); // rebinding in place after the flatten
+        let fork = Context::current().fork();
+        assert!(
+            !fork.contains(&HIDDEN),
+            "None policy kept through the layer"
+        );
+        assert_eq!(fork.get(&FORKED).as_deref(), Some(&103), "Fork policy kept");
+        assert_eq!(fork.get(&plain[0]).as_deref(), Some(&10));
+        assert_eq!(
+            snapshot.get(&HIDDEN).as_deref(),
+            Some(&1),
+            "the copy never sees a write"
+        );
+        assert_eq!(snapshot.get(&FORKED).as_deref(), Some(&1));
+        assert_eq!(snapshot.get(&plain[0]).as_deref(), Some(&0));
+        FORKED.reset(forked_again).unwrap();
+        assert_eq!(FORKED.get().as_deref(), Some(&2));
+        plain[0].reset(plain_0).unwrap();
+        FORKED.reset(forked).unwrap();
+        HIDDEN.reset(hidden).unwrap();
+        assert_eq!(
+            Context::current(),
+            snapshot,
+            "every value restored, by identity"
+        );
+        let fork = Context::current().fork();
+        assert!(!fork.contains(&HIDDEN));
+        assert_eq!(fork.get(&FORKED).as_deref(), Some(&101));
+        assert_eq!(Context::current().len(), 8);
+    });
+}
+
+#[test]
 fn context_is_send_sync_default() {
     fn check<T: Send + Sync + Default + Clone + std::fmt::Debug>() {}
     check::<Context>();
