@@ -599,12 +599,12 @@ impl Context {
     }
 
     /// [`replace_value`](Context::replace_value) where the binding is not in an unshared flat
-    /// array. In a layer (the write after a copy: `copy_context(); set`, a spawned task's
-    /// `set`) the map's `get_mut` copies the layer if it is shared (or flattens it, if the key
-    /// is only in the base and the top is full) and the value is swapped in place, which moves
-    /// less than inserting a whole binding: `copy_context` + `set` at 10 vars went from 0.80
-    /// to 0.48 of OpenTelemetry's (BENCHMARKS.md). A new key, a shared flat array and a trie
-    /// go through [`insert`](Context::insert) with a binding made from `policy`.
+    /// array. In a layer with room for it (the write after a copy: `copy_context(); set`, a
+    /// spawned task's `set`) the layer is copied if shared and the value swapped in place,
+    /// which moves less than inserting a whole binding: `copy_context` + `set` at 10 vars went
+    /// from 0.80 to 0.49 of OpenTelemetry's (BENCHMARKS.md). Everything else (a new key, a
+    /// shared flat array, a trie, a layer that must flatten) goes through
+    /// [`insert`](Context::insert) with a binding made from `policy`.
     #[inline(never)]
     fn replace_value_slow(
         &mut self,
@@ -612,10 +612,8 @@ impl Context {
         value: Value,
         policy: impl FnOnce() -> Policy,
     ) -> Option<Value> {
-        if self.map.is_layered() {
-            if let Some(binding) = self.map.get_mut(key.id()) {
-                return Some(std::mem::replace(&mut binding.value, value));
-            }
+        if let Some(binding) = self.map.get_mut_in_layer(key.id()) {
+            return Some(std::mem::replace(&mut binding.value, value));
         }
         let policy = policy();
         self.insert(key, Binding { value, policy })

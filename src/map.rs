@@ -307,10 +307,34 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
         self.insert_slow(key, binding)
     }
 
-    /// Whether the map is a layer over a shared map (see [`Layer`]).
-    #[inline]
-    pub(crate) fn is_layered(&self) -> bool {
-        matches!(self.repr, Repr::Layered(_))
+    /// The binding of `id` in a layer, to change in place there: the layer is copied first if
+    /// a copy of the map shares it, and the binding copied up from the base if only the base
+    /// has it. `None` unless the map is a layer that has `id` and room for it in its top, so
+    /// that this never flattens: a write that would is left to [`insert`](VarMap::insert),
+    /// which flattens once into a map that later writes change in place.
+    pub(crate) fn get_mut_in_layer(&mut self, id: u64) -> Option<&mut V> {
+        let fits = match &self.repr {
+            Repr::Layered(layer) => match layer.top_get(id) {
+                Some(change) => change.is_some(),
+                None => layer.base.get(id).is_some() && layer.top.iter().any(Option::is_none),
+            },
+            _ => false,
+        };
+        if !fits {
+            return None;
+        }
+        match &mut self.repr {
+            Repr::Layered(layer) => {
+                let layer = Arc::make_mut(layer);
+                if layer.top_get(id).is_none() {
+                    let key = layer.base_key(id)?;
+                    let value = layer.base.get(id).cloned();
+                    drop(layer.put(key, value));
+                }
+                layer.top_slot(id)?.as_mut()
+            }
+            _ => None,
+        }
     }
 
     /// The binding of `id` when it can be changed in place for free: the map is a flat array
@@ -656,6 +680,29 @@ mod tests {
         }
         assert!(matches!(map.repr, Repr::Large(_)));
         assert_eq!(map.len(), copy.len() + LAYER_CAPACITY + 1);
+    }
+
+    #[test]
+    fn get_mut_in_layer_changes_only_a_layer_with_room_and_never_flattens() {
+        let mut map: VarMap<Id, u64> = VarMap::default();
+        for key in 0..(2 * SMALL_CAPACITY as u64) {
+            map.insert(Id(key), key);
+        }
+        let copy = map.clone();
+        assert!(map.get_mut_in_layer(1).is_none(), "not a layer yet");
+        map.insert(Id(1), 10); // a write over the shared trie: a layer
+        *map.get_mut_in_layer(1).expect("in the top") = 11;
+        *map.get_mut_in_layer(2)
+            .expect("copied up from the base: there is room") = 20;
+        // A full top: flattening is left to `insert`, which then writes in place. Flattening
+        // here, then layering the flat trie again, made every second write copy the map.
+        assert!(map.get_mut_in_layer(3).is_none());
+        assert!(map.get_mut_in_layer(1_000).is_none(), "absent");
+        assert!(matches!(map.repr, Repr::Layered(_)));
+        assert_eq!(map.get(1), Some(&11));
+        assert_eq!(map.get(2), Some(&20));
+        assert_eq!(map.get(3), Some(&3));
+        assert_eq!((copy.get(1), copy.get(2)), (Some(&1), Some(&2)));
     }
 
     #[test]
