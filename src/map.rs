@@ -268,7 +268,7 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
         // Look first, so that a missing key copies nothing.
         self.get(id)?;
         if let Repr::Layered(layer) = &self.repr {
-            if layer.top_get(id).is_none() && layer.top.iter().all(Option::is_some) {
+            if !layer.fits(id) {
                 // Only in the base, and no room to copy it up.
                 self.flatten();
             }
@@ -284,16 +284,8 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
                 Some(&mut Arc::make_mut(slot.as_mut()?)[index].binding)
             }
             Repr::Large(_) => unreachable!("layered above"),
-            Repr::Layered(layer) => {
-                let layer = Arc::make_mut(layer);
-                if layer.top_get(id).is_none() {
-                    // Only in the base: copy it up (there is room, see above), change the copy.
-                    let key = layer.base_key(id)?;
-                    let value = layer.base.get(id).cloned();
-                    drop(layer.put(key, value));
-                }
-                layer.top_slot(id)?.as_mut()
-            }
+            // There is room: flattened above otherwise.
+            Repr::Layered(layer) => Arc::make_mut(layer).binding_mut(id),
         }
     }
 
@@ -313,26 +305,8 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     /// that this never flattens: a write that would is left to [`insert`](VarMap::insert),
     /// which flattens once into a map that later writes change in place.
     pub(crate) fn get_mut_in_layer(&mut self, id: u64) -> Option<&mut V> {
-        let fits = match &self.repr {
-            Repr::Layered(layer) => match layer.top_get(id) {
-                Some(change) => change.is_some(),
-                None => layer.base.get(id).is_some() && layer.top.iter().any(Option::is_none),
-            },
-            _ => false,
-        };
-        if !fits {
-            return None;
-        }
         match &mut self.repr {
-            Repr::Layered(layer) => {
-                let layer = Arc::make_mut(layer);
-                if layer.top_get(id).is_none() {
-                    let key = layer.base_key(id)?;
-                    let value = layer.base.get(id).cloned();
-                    drop(layer.put(key, value));
-                }
-                layer.top_slot(id)?.as_mut()
-            }
+            Repr::Layered(layer) if layer.fits(id) => Arc::make_mut(layer).binding_mut(id),
             _ => None,
         }
     }
@@ -477,6 +451,28 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
 }
 
 impl<K: MapKey, V: Clone> Layer<K, V> {
+    /// Whether `id` is bound here and its binding can be changed in the top: it is there
+    /// already, or only in the base with a free slot to copy it up into.
+    #[inline]
+    fn fits(&self, id: u64) -> bool {
+        match self.top_get(id) {
+            Some(change) => change.is_some(),
+            None => self.base.get(id).is_some() && self.top.iter().any(Option::is_none),
+        }
+    }
+
+    /// The binding of `id` in the top, copied up from the base first if only the base has it;
+    /// `None` if it is unbound or does not [`fit`](Layer::fits).
+    #[inline]
+    fn binding_mut(&mut self, id: u64) -> Option<&mut V> {
+        if self.top_get(id).is_none() {
+            let key = self.base_key(id)?;
+            let value = self.base.get(id).cloned();
+            drop(self.put(key, value).ok()?);
+        }
+        self.top_slot(id)?.as_mut()
+    }
+
     /// The key under which the base binds `id`.
     fn base_key(&self, id: u64) -> Option<K> {
         match &self.base {
