@@ -103,5 +103,43 @@ fn run(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, read, set, copy, run);
+/// The first `set` in a new context, as every request's context makes (it allocates the
+/// value and the map, and takes the context's token id), on one thread, and while a second
+/// thread does the same: the figure shows whether the two threads contend on shared state.
+/// The baseline allocates and frees an `Arc`, which the first `set` does for its value.
+fn first_set(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static VAR: ContextVar<u64> = ContextVar::new("bench");
+    fn first_set_in_new_context() {
+        let mut ctx = Context::new();
+        ctx.run(|| drop(black_box(VAR.set(black_box(1)))));
+        drop(black_box(ctx));
+    }
+
+    let mut group = c.benchmark_group("first set in a new context");
+    group.bench_function("baseline: Arc::new + drop", |b| {
+        b.iter(|| drop(black_box(Arc::new(black_box(1_u64)))))
+    });
+    group.bench_function("one thread", |b| b.iter(first_set_in_new_context));
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || {
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..1_000 {
+                    first_set_in_new_context();
+                }
+            }
+        }
+    });
+    group.bench_function("while another thread does the same", |b| {
+        b.iter(first_set_in_new_context)
+    });
+    stop.store(true, Ordering::Relaxed);
+    other.join().expect("the other thread");
+    group.finish();
+}
+
+criterion_group!(benches, read, set, copy, run, first_set);
 criterion_main!(benches);

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Load test with a real HTTP load generator (wrk), loopback only (issues 12 and 13).
 #
-# 1. Two axum hello-worlds with one Tokio worker thread each (examples/load-servers): `plain`
+# 1. Axum hello-worlds with one Tokio worker thread each (examples/load-servers): `plain`
 #    (no contextvars) and `contextvars` (ContextLayer, a `set` in the middleware, 5 reads and a
-#    `task::spawn` in the handler).
+#    `task::spawn` in the handler; the layer and the middleware in one `Router::layer` call, as
+#    `plain`'s middleware), then `plain` against `contextvars-two-layers` (the same with
+#    ContextLayer added by a second `Router::layer` call, which axum boxes per request).
 # 2. The two-service example (examples/two-services), edge -> billing over loopback, with the
 #    propagation layers (PropagateLayer on edge's client, ContextLayer::extract on billing) and
 #    without them (`--no-propagation`). wrk sends `x-tenant: acme1`: its baggage header,
@@ -76,17 +78,20 @@ TS_ON_EDGE=$((BASE_PORT + 2))
 TS_ON_BILLING=$((BASE_PORT + 3))
 TS_OFF_EDGE=$((BASE_PORT + 4))
 TS_OFF_BILLING=$((BASE_PORT + 5))
+CV2_PORT=$((BASE_PORT + 6))
 
 $SERVER "$BIN/load-servers" plain "$PLAIN_PORT" >/dev/null &
 PLAIN_PID=$!
 $SERVER "$BIN/load-servers" contextvars "$CV_PORT" >/dev/null &
 CV_PID=$!
+$SERVER "$BIN/load-servers" contextvars-two-layers "$CV2_PORT" >/dev/null &
+CV2_PID=$!
 $SERVER "$BIN/two-services" "$TS_ON_EDGE" "$TS_ON_BILLING" >/dev/null 2>&1 &
 TS_ON_PID=$!
 $SERVER "$BIN/two-services" --no-propagation "$TS_OFF_EDGE" "$TS_OFF_BILLING" >/dev/null 2>&1 &
 TS_OFF_PID=$!
-PIDS+=("$PLAIN_PID" "$CV_PID" "$TS_ON_PID" "$TS_OFF_PID")
-for port in "$PLAIN_PORT" "$CV_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDGE" "$TS_OFF_BILLING"; do
+PIDS+=("$PLAIN_PID" "$CV_PID" "$CV2_PID" "$TS_ON_PID" "$TS_OFF_PID")
+for port in "$PLAIN_PORT" "$CV_PORT" "$CV2_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDGE" "$TS_OFF_BILLING"; do
     wait_port "$port"
 done
 
@@ -187,6 +192,9 @@ echo "machine: $(nproc) cores; $(uname -sr)"
 compare "hello-world, one worker thread" \
     plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
     contextvars "http://$HOST:$CV_PORT/" "$CV_PID" "$CONNECTIONS"
+compare "hello-world, one worker thread, ContextLayer in a Router::layer call of its own" \
+    plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
+    contextvars-two-layers "http://$HOST:$CV2_PORT/" "$CV2_PID" "$CONNECTIONS"
 compare "two services, edge -> billing" \
     "no propagation" "http://$HOST:$TS_OFF_EDGE/" "$TS_OFF_PID" \
     propagation "http://$HOST:$TS_ON_EDGE/" "$TS_ON_PID" "$TS_CONNECTIONS" "x-tenant: acme1"

@@ -3,9 +3,9 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::current;
+use crate::id;
 use crate::map::{self, VarMap};
 use crate::var::{ContextVar, VarKey};
 
@@ -78,8 +78,6 @@ pub(crate) struct Change {
 /// Identity of a context for [`Token`](crate::Token)s. 0 means "no token was made here yet":
 /// ids are handed out on the first `set`, so copying a context costs nothing extra.
 pub(crate) type ContextId = u64;
-
-static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A mapping from [`ContextVar`]s to values: the state one task, thread or request sees.
 ///
@@ -640,7 +638,7 @@ impl Context {
     #[inline]
     pub(crate) fn token_id(&mut self) -> ContextId {
         if self.id == 0 {
-            self.id = NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed);
+            self.id = id::fresh_context_id();
         }
         self.id
     }

@@ -1,6 +1,10 @@
-//! Identities handed out once and never reused (S1): the crate's one hand-written atomic
-//! protocol. Generic over [`IdAtomic`] so that `tests/loom_ids.rs` checks this very code with
-//! loom's atomics.
+//! Identities handed out once and never reused (S1).
+//!
+//! - Variable ids, assigned on a variable's first use: the crate's one hand-written atomic
+//!   protocol, generic over [`IdAtomic`] so that `tests/loom_ids.rs` checks this very code
+//!   with loom's atomics.
+//! - Context ids (what a [`Token`](crate::Token) checks it is reset in): blocks of a shared
+//!   counter, handed out per thread ([`fresh_context_id`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -47,5 +51,66 @@ fn assign(slot: &impl IdAtomic, counter: &impl IdAtomic) -> u64 {
     match slot.compare_exchange_relaxed(0, fresh) {
         Ok(_) => fresh,
         Err(winner) => winner,
+    }
+}
+
+/// How many context ids a thread takes from the shared counter at a time.
+const CONTEXT_ID_BLOCK: u64 = 1024;
+
+/// The first id of the next block of context ids; 0 is never handed out (it means "none yet").
+static NEXT_CONTEXT_ID_BLOCK: AtomicU64 = AtomicU64::new(1);
+
+std::thread_local! {
+    /// The calling thread's unused context ids, `next..end` (none at first). Const-initialized
+    /// and without a destructor, so it is usable at any time, even while the thread exits.
+    static CONTEXT_IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A context id no other call returns, in this thread or another; never 0.
+///
+/// Every request's context takes one on its first `set`, so ids come from a per-thread block:
+/// one shared `fetch_add` per 1,024 ids keeps threads from contending on one cache line.
+#[inline]
+pub(crate) fn fresh_context_id() -> u64 {
+    CONTEXT_IDS.with(|ids| {
+        let (mut next, mut end) = ids.get();
+        if next == end {
+            next = NEXT_CONTEXT_ID_BLOCK.fetch_add(CONTEXT_ID_BLOCK, Ordering::Relaxed);
+            end = next + CONTEXT_ID_BLOCK;
+        }
+        ids.set((next + 1, end));
+        next
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_ids_are_unique_across_threads_and_blocks() {
+        // Every thread crosses into a second block at least; fewer ids under Miri (slow).
+        let (threads, per_thread) = match cfg!(miri) {
+            true => (2, CONTEXT_ID_BLOCK as usize + 1),
+            false => (4, 3 * CONTEXT_ID_BLOCK as usize + 7),
+        };
+        let threads: Vec<_> = (0..threads)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..per_thread)
+                        .map(|_| fresh_context_id())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut ids: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert!(ids.iter().all(|&id| id != 0));
+        let count = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "an id was handed out twice");
     }
 }

@@ -29,6 +29,9 @@ pub(crate) trait MapKey: Copy + Eq + Hash + Borrow<u64> {
 /// about what a trie lookup costs, and copying 16 entries is cheaper than copying a trie node.
 pub(crate) const SMALL_CAPACITY: usize = 16;
 
+/// The capacity a flat array starts with: room for the few variables a request sets.
+const FIRST_CAPACITY: usize = 4;
+
 /// Variable ids are small sequential integers: hashing them is the identity, and the trie
 /// consumes the low bits first, so consecutive ids spread over the root node.
 #[derive(Default, Clone, Copy)]
@@ -333,8 +336,17 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
             self.repr.add_layer();
         }
         match &mut self.repr {
-            Repr::Small(slot) => {
-                let entries = Arc::make_mut(slot.get_or_insert_with(Default::default));
+            Repr::Small(None) => {
+                // The first binding of a context: allocate the array at its first size at once
+                // (what the first `push` into an empty `Vec` would grow it to, without the
+                // growth path).
+                let mut entries = Vec::with_capacity(FIRST_CAPACITY);
+                entries.push(Entry { key, binding });
+                self.repr = Repr::Small(Some(Arc::new(entries)));
+                None
+            }
+            Repr::Small(Some(slot)) => {
+                let entries = Arc::make_mut(slot);
                 if let Some(entry) = entries.iter_mut().find(|e| e.key == key) {
                     return Some(std::mem::replace(&mut entry.binding, binding));
                 }

@@ -31,10 +31,11 @@
 //!     format!("served {}", audit.await.unwrap().unwrap())
 //! }
 //!
-//! let app = Router::new()
-//!     .route("/", get(handler))
-//!     .layer(middleware::from_fn(request_id))
-//!     .layer(ContextLayer::new()); // added last, so outermost: it runs before `request_id`
+//! let app = Router::new().route("/", get(handler)).layer(
+//!     tower::ServiceBuilder::new()
+//!         .layer(ContextLayer::new()) // first, so outermost: it runs before `request_id`
+//!         .layer(middleware::from_fn(request_id)),
+//! );
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! // Serve it with `axum::serve(listener, app).await`; here, one request without a network:
@@ -52,9 +53,18 @@
 //!
 //! # Where the layer goes
 //!
-//! Outside every middleware that sets a variable. In axum, `.layer(a).layer(b)` makes `b` the
-//! outer one, so add `ContextLayer` *after* those middlewares; with tower's `ServiceBuilder`,
-//! the *first* layer is the outer one. The layer works on any
+//! Outside every middleware that sets a variable. With tower's `ServiceBuilder`, as above, the
+//! *first* layer is the outer one; with axum's `.layer(a).layer(b)`, `b` is the outer one.
+//!
+//! In axum, prefer one `Router::layer` call for `ContextLayer` and your middleware, as above,
+//! to a call of its own (`.layer(middleware::from_fn(request_id)).layer(ContextLayer::new())`
+//! works the same). axum boxes the service of every `Router::layer` call, and clones it and
+//! boxes its future on every request. In the repository's load test (`scripts/load.sh`, an
+//! axum hello-world) a call of its own for `ContextLayer` cost nearly as much per request as
+//! all the crate's own work for the request (BENCHMARKS.md). This holds for any middleware: axum's
+//! docs recommend `ServiceBuilder` for several layers.
+//!
+//! The layer works on any
 //! `tower_service::Service<http::Request<B>>`: an axum `Router`, a tonic server
 //! (`Server::builder().layer(ContextLayer::new())`), or a hyper service wrapped with
 //! hyper-util's `TowerToHyperService`.

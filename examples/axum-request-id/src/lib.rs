@@ -23,6 +23,7 @@ use contextvars::ContextVar;
 use contextvars::task;
 use contextvars::tower::ContextLayer;
 use contextvars::tracing::{ContextFields, WithContextFields};
+use tower::ServiceBuilder;
 use tracing::info;
 use tracing_subscriber::fmt::format::{DefaultFields, Format};
 
@@ -32,20 +33,28 @@ pub static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
 /// The request header that carries the id, in and out.
 pub const HEADER: &str = "x-request-id";
 
-/// The application: [`routes`] with a context of its own for every request.
+/// The application: the route behind [`ContextLayer`] and the request-id middleware, so that
+/// every request has a context of its own.
 ///
-/// `ContextLayer` is added last, so it is the outermost layer: each request's context exists
-/// before the middleware sets the id in it.
+/// `ContextLayer` comes first in the `ServiceBuilder`, so it is the outermost layer: each
+/// request's context exists before the middleware sets the id in it. Both go in one
+/// `Router::layer` call, as axum recommends: axum boxes each call's service per request.
 pub fn app() -> Router {
-    routes().layer(ContextLayer::new())
+    route().layer(
+        ServiceBuilder::new()
+            .layer(ContextLayer::new())
+            .layer(middleware::from_fn(request_id)),
+    )
 }
 
 /// The route behind the request-id middleware, *without* [`ContextLayer`]: serving this alone
 /// is the misuse the crate refuses (its `tests/without_layer.rs` shows the panic).
 pub fn routes() -> Router {
-    Router::new()
-        .route("/", get(handler))
-        .layer(middleware::from_fn(request_id))
+    route().layer(middleware::from_fn(request_id))
+}
+
+fn route() -> Router {
+    Router::new().route("/", get(handler))
 }
 
 /// The log format: `request_id=…` in front of tracing's default line.

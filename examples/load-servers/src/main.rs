@@ -6,7 +6,11 @@
 //!   `tokio::spawn` and awaits it. No contextvars.
 //! - `contextvars`: the same server behind `ContextLayer`; the middleware `set`s `REQUEST_ID`
 //!   (from `x-request-id`, or a counter), the handler reads it 5 times and spawns its child with
-//!   `contextvars::task::spawn`.
+//!   `contextvars::task::spawn`. `ContextLayer` and the middleware are one `ServiceBuilder`
+//!   stack added with one `Router::layer` call, as the plain server's middleware is.
+//! - `contextvars-two-layers`: the same, with `ContextLayer` added by a second `Router::layer`
+//!   call. axum boxes every `Router::layer` call's service and clones it, and boxes its future,
+//!   on every request: this server shows what that costs next to the crate's own work.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -19,11 +23,12 @@ use axum::response::Response;
 use axum::routing::get;
 use contextvars::ContextVar;
 use contextvars::tower::ContextLayer;
+use tower::ServiceBuilder;
 
 static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-const USAGE: &str = "usage: load-servers plain|contextvars PORT";
+const USAGE: &str = "usage: load-servers plain|contextvars|contextvars-two-layers PORT";
 
 /// The request's id: `x-request-id`, or the next value of a counter.
 fn request_id(request: &Request) -> String {
@@ -70,6 +75,13 @@ fn app(mode: &str) -> Option<Router> {
                 .layer(middleware::from_fn(plain_middleware)),
         ),
         "contextvars" => Some(
+            Router::new().route("/", get(contextvars_handler)).layer(
+                ServiceBuilder::new()
+                    .layer(ContextLayer::new()) // first in a ServiceBuilder = outermost
+                    .layer(middleware::from_fn(contextvars_middleware)),
+            ),
+        ),
+        "contextvars-two-layers" => Some(
             Router::new()
                 .route("/", get(contextvars_handler))
                 .layer(middleware::from_fn(contextvars_middleware))

@@ -87,8 +87,11 @@ fn edge_with(client: BillingClient, billing: Uri) -> Router {
     Router::new()
         .route("/", get(edge_handler))
         .with_state(Edge { client, billing })
-        .layer(middleware::from_fn(tenant_from_header))
-        .layer(ContextLayer::new()) // outermost: each request's own context
+        .layer(
+            ServiceBuilder::new()
+                .layer(ContextLayer::new()) // outermost: each request's own context
+                .layer(middleware::from_fn(tenant_from_header)),
+        )
 }
 
 /// Middleware: `x-tenant` becomes [`TENANT`] for the rest of the request. A plain `set`.
