@@ -544,6 +544,13 @@ impl Context {
     #[inline]
     pub(crate) fn insert(&mut self, key: VarKey, binding: Binding) -> Option<Binding> {
         let special = !binding.is_shared_on_fork();
+        if self.map.is_unallocated() {
+            if let Some(spare) = spare::take() {
+                self.map.insert_into_spare(spare, key, binding);
+                self.special += usize::from(special);
+                return None;
+            }
+        }
         let old = self.map.insert(key, binding);
         self.special += usize::from(special);
         if let Some(old) = &old {
@@ -647,6 +654,58 @@ impl Context {
     #[inline]
     pub(crate) fn is_token_context(&self, id: ContextId) -> bool {
         id != 0 && id == self.id
+    }
+}
+
+impl Drop for Context {
+    /// A map this context alone holds is emptied here and its array kept for the thread's next
+    /// new context to reuse (see [`spare`]).
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(spare) = self.map.take_spare() {
+            spare::give(spare);
+        }
+    }
+}
+
+/// Flat arrays of dropped contexts, kept per thread for the next contexts' first bindings.
+///
+/// Each request's context allocates its map on its first `set` and frees it when the request
+/// ends: reusing the array saves an allocation and a free of two blocks per request
+/// (BENCHMARKS.md).
+mod spare {
+    use std::cell::RefCell;
+
+    use super::Binding;
+    use crate::map::Spare;
+    use crate::var::VarKey;
+
+    /// At most this many arrays are kept per thread (each about 260 bytes).
+    const MAX_SPARES: usize = 8;
+
+    std::thread_local! {
+        static SPARES: RefCell<Vec<Spare<VarKey, Binding>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A kept array, if the thread has one (none while its thread-locals are being destroyed).
+    #[inline]
+    pub(super) fn take() -> Option<Spare<VarKey, Binding>> {
+        SPARES
+            .try_with(|spares| spares.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten()
+    }
+
+    /// Keeps `spare` for [`take`], unless the thread keeps enough already.
+    #[inline]
+    pub(super) fn give(spare: Spare<VarKey, Binding>) {
+        let _ = SPARES.try_with(|spares| {
+            if let Ok(mut spares) = spares.try_borrow_mut() {
+                if spares.len() < MAX_SPARES {
+                    spares.push(spare);
+                }
+            }
+        });
     }
 }
 

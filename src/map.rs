@@ -104,6 +104,10 @@ pub(crate) struct VarMap<K, V> {
     retired: Option<Box<Retired<K, V>>>,
 }
 
+/// A map's flat array, emptied, for another map's first binding to reuse instead of allocating
+/// one ([`VarMap::take_spare`], [`VarMap::insert_into_spare`]).
+pub(crate) struct Spare<K, V>(Arc<Vec<Entry<K, V>>>);
+
 /// Representations taken out of a [`VarMap`] by a write; dropping this drops them.
 pub(crate) struct Retired<K, V>(Vec<Repr<K, V>>);
 
@@ -114,6 +118,50 @@ impl<K, V> VarMap<K, V> {
             repr: Repr::Small(None),
             retired: None,
         }
+    }
+
+    /// Empties the map and returns its flat array for reuse, when no copy shares it and it has
+    /// the first capacity (a map that grew keeps its allocation to itself). The bindings are
+    /// dropped here, in order, as dropping the map would.
+    #[inline]
+    pub(crate) fn take_spare(&mut self) -> Option<Spare<K, V>> {
+        let Repr::Small(Some(shared)) = &mut self.repr else {
+            return None;
+        };
+        // A plain load first: a shared array (a spawned task's fork) skips `get_mut`'s atomic
+        // compare-exchange.
+        if Arc::strong_count(shared) != 1 {
+            return None;
+        }
+        let entries = Arc::get_mut(shared)?;
+        if entries.capacity() != FIRST_CAPACITY {
+            return None;
+        }
+        entries.clear();
+        match std::mem::replace(&mut self.repr, Repr::Small(None)) {
+            Repr::Small(Some(entries)) => Some(Spare(entries)),
+            _ => unreachable!("matched above"),
+        }
+    }
+
+    /// Whether the map is empty and has allocated nothing: its first binding will allocate,
+    /// unless it goes into a [`Spare`].
+    #[inline]
+    pub(crate) fn is_unallocated(&self) -> bool {
+        matches!(self.repr, Repr::Small(None))
+    }
+
+    /// Binds `key` in an [unallocated](VarMap::is_unallocated) map, into `spare`'s array.
+    pub(crate) fn insert_into_spare(&mut self, mut spare: Spare<K, V>, key: K, binding: V) {
+        debug_assert!(
+            self.is_unallocated(),
+            "a spare array is only for a first binding"
+        );
+        match Arc::get_mut(&mut spare.0) {
+            Some(entries) => entries.push(Entry { key, binding }),
+            None => unreachable!("a spare array is never shared"),
+        }
+        self.repr = Repr::Small(Some(spare.0));
     }
 
     /// What writes replaced since the last call (see the `retired` field), to drop later.
@@ -581,6 +629,38 @@ mod tests {
     }
 
     impl MapKey for Id {}
+
+    #[test]
+    fn only_an_unshared_array_of_the_first_capacity_is_taken_for_reuse_and_it_comes_empty() {
+        let value = Arc::new(7_u64);
+        let mut map: VarMap<Id, Arc<u64>> = VarMap::new();
+        assert!(map.take_spare().is_none(), "nothing allocated");
+        map.insert(Id(1), value.clone());
+        map.insert(Id(2), value.clone());
+
+        let copy = map.clone();
+        assert!(map.take_spare().is_none(), "shared with a copy");
+        drop(copy);
+
+        let spare = map.take_spare().expect("unshared, first capacity");
+        assert!(map.is_unallocated());
+        assert_eq!(Arc::strong_count(&value), 1, "its bindings were dropped");
+
+        let mut reused: VarMap<Id, Arc<u64>> = VarMap::new();
+        reused.insert_into_spare(spare, Id(3), Arc::new(3));
+        assert_eq!(reused.len(), 1, "nothing of the old map came along");
+        assert_eq!(reused.get(3).map(|b| **b), Some(3));
+        assert!(reused.get(1).is_none() && reused.get(2).is_none());
+        reused.insert(Id(4), Arc::new(4)); // and it grows as any flat array
+        assert_eq!(reused.len(), 2);
+
+        let mut grown: VarMap<Id, Arc<u64>> = VarMap::new();
+        for id in 0..=FIRST_CAPACITY as u64 {
+            grown.insert(Id(id), Arc::new(id));
+        }
+        assert!(grown.take_spare().is_none(), "grew past the first capacity");
+        assert_eq!(grown.len(), FIRST_CAPACITY + 1, "and is left as it was");
+    }
 
     #[test]
     fn behaves_like_a_map_across_the_small_to_large_threshold() {

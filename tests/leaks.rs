@@ -47,6 +47,75 @@ fn value_set_inside_run_is_dropped_with_its_context() {
     assert_eq!(drops.load(SeqCst), 1);
 }
 
+/// A dropped context's storage is reused by the thread's next contexts: what it held must be
+/// dropped with it, and never show up in a context made later.
+#[test]
+fn contexts_made_after_others_are_dropped_start_empty_and_drop_what_they_held() {
+    let (drops, make) = counter();
+    for round in 1..=20 {
+        let mut ctx = Context::new();
+        ctx.run(|| {
+            assert!(VALUE.get().is_none() && ID.get().is_none(), "round {round}");
+            VALUE.set(make());
+            if round % 2 == 0 {
+                ID.set(round);
+            }
+        });
+        assert_eq!(ctx.len(), 1 + usize::from(round % 2 == 0));
+        drop(ctx);
+        assert_eq!(
+            drops.load(SeqCst),
+            round as usize,
+            "dropped with its context"
+        );
+    }
+}
+
+/// Dropping a context can run a value's `Drop`, which may make and drop contexts of its own.
+#[test]
+fn a_value_whose_drop_makes_and_drops_contexts_is_dropped_with_its_context() {
+    struct MakesContexts(Arc<AtomicUsize>);
+    impl Drop for MakesContexts {
+        fn drop(&mut self) {
+            for _ in 0..3 {
+                let mut inner = Context::new();
+                inner.run(|| ID.set(1));
+                assert_eq!(inner.len(), 1);
+            }
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    static MAKER: ContextVar<MakesContexts> = ContextVar::new("makes contexts");
+
+    let drops = Arc::new(AtomicUsize::new(0));
+    for round in 1..=3 {
+        let mut ctx = Context::new();
+        ctx.run(|| MAKER.set(MakesContexts(drops.clone())));
+        drop(ctx);
+        assert_eq!(drops.load(SeqCst), round);
+    }
+}
+
+/// A context dropped while the thread's thread-locals are destroyed still drops its values.
+#[test]
+fn a_context_dropped_at_thread_exit_drops_its_values() {
+    thread_local! {
+        static KEPT: std::cell::RefCell<Option<Context>> = const { std::cell::RefCell::new(None) };
+    }
+    let (drops, make) = counter();
+    std::thread::spawn(move || {
+        // One context goes first, so that the thread keeps its storage for reuse...
+        Context::new().run(|| ID.set(1));
+        // ...and one is dropped with the thread's thread-locals.
+        let mut ctx = Context::new();
+        ctx.run(|| VALUE.set(make()));
+        KEPT.with(|kept| *kept.borrow_mut() = Some(ctx));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(drops.load(SeqCst), 1);
+}
+
 #[test]
 fn reset_drops_the_value_it_removes() {
     let (drops, make) = counter();
