@@ -12,21 +12,24 @@
 #    `tenant=acme1`, has the same length mod 3 as no header at all, so billing's simulated
 #    work sleeps the same 1 ms in both.
 #
-# Servers alternate, ROUNDS rounds each. Per round it prints each server's requests/s and its
-# CPU time per request (user + system time of the server process during the run, divided by the
-# requests wrk counted), user and system together and user alone, and at the end the medians.
-# Requests/s moves with whatever else the machine does. The extra user CPU time per request is
-# the closest figure to the crate's own cost (it makes no system calls), with one caveat: unless
-# the kernel accounts CPU time precisely, it splits user from system time by sampling at each
-# timer tick, so the user share alone can be noisier than the total.
-# Needs bash >= 4.4.
+# Servers alternate, ROUNDS rounds each (in odd rounds the baseline goes first, in even rounds
+# the other; an even ROUNDS balances the order). Per round it prints each server's requests/s
+# and its CPU time per request (user + system time of the server process during the run,
+# divided by the requests wrk counted), user and system together and user alone, and at the end
+# the medians. Requests/s moves with whatever else the machine does: the `control` suite, two
+# identical `plain` servers measured the same way, shows how much. The extra user CPU time per
+# request is the closest figure to the crate's own cost (it makes no system calls), with one
+# caveat: unless the kernel accounts CPU time precisely, it splits user from system time by
+# sampling at each timer tick, so the user share alone can be noisier than the total.
+# Needs bash >= 4.4. A full run with the defaults takes about 12 minutes.
 # Usage: bash scripts/load.sh
-#   (env: ROUNDS=3 DURATION=5s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1)
+#   (env: ROUNDS=10 DURATION=8s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1
+#    SUITES="control hello two-layers two-services": the comparisons to run, in that order)
 set -euo pipefail
 shopt -s inherit_errexit
 
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-10}
+DURATION=${DURATION:-8s}
 CONNECTIONS=${CONNECTIONS:-32}
 TS_CONNECTIONS=${TS_CONNECTIONS:-128}
 BASE_PORT=${BASE_PORT:-18080}
@@ -35,6 +38,16 @@ HZ=$(getconf CLK_TCK)
 # With PIN=1 the servers run on core 0 and wrk on core 1 (taskset). Off by default: it did not
 # steady the hello-world figures here, and it puts both of two-services' servers on one core.
 PIN=${PIN:-0}
+SUITES=${SUITES:-control hello two-layers two-services}
+for suite in $SUITES; do
+    case $suite in
+    hello | two-layers | two-services | control) ;;
+    *)
+        echo "unknown suite '$suite' in SUITES (hello, two-layers, two-services, control)" >&2
+        exit 1
+        ;;
+    esac
+done
 SERVER=""
 WRK=""
 if [ "$PIN" = 1 ]; then
@@ -79,6 +92,7 @@ TS_ON_BILLING=$((BASE_PORT + 3))
 TS_OFF_EDGE=$((BASE_PORT + 4))
 TS_OFF_BILLING=$((BASE_PORT + 5))
 CV2_PORT=$((BASE_PORT + 6))
+PLAIN2_PORT=$((BASE_PORT + 7))
 
 $SERVER "$BIN/load-servers" plain "$PLAIN_PORT" >/dev/null &
 PLAIN_PID=$!
@@ -86,12 +100,14 @@ $SERVER "$BIN/load-servers" contextvars "$CV_PORT" >/dev/null &
 CV_PID=$!
 $SERVER "$BIN/load-servers" contextvars-two-layers "$CV2_PORT" >/dev/null &
 CV2_PID=$!
+$SERVER "$BIN/load-servers" plain "$PLAIN2_PORT" >/dev/null &
+PLAIN2_PID=$!
 $SERVER "$BIN/two-services" "$TS_ON_EDGE" "$TS_ON_BILLING" >/dev/null 2>&1 &
 TS_ON_PID=$!
 $SERVER "$BIN/two-services" --no-propagation "$TS_OFF_EDGE" "$TS_OFF_BILLING" >/dev/null 2>&1 &
 TS_OFF_PID=$!
-PIDS+=("$PLAIN_PID" "$CV_PID" "$CV2_PID" "$TS_ON_PID" "$TS_OFF_PID")
-for port in "$PLAIN_PORT" "$CV_PORT" "$CV2_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDGE" "$TS_OFF_BILLING"; do
+PIDS+=("$PLAIN_PID" "$CV_PID" "$CV2_PID" "$PLAIN2_PID" "$TS_ON_PID" "$TS_OFF_PID")
+for port in "$PLAIN_PORT" "$CV_PORT" "$CV2_PORT" "$PLAIN2_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDGE" "$TS_OFF_BILLING"; do
     wait_port "$port"
 done
 
@@ -166,8 +182,15 @@ compare() {
     local rps_ratios=() cpu_ratios=() extras=() shares=()
     for round in $(seq "$ROUNDS"); do
         local a b a_rps a_cpu a_user b_rps b_cpu b_user
-        a=$(measure "$base_url" "$conns" "$DURATION" "$base_pids" "${header[@]}")
-        b=$(measure "$url" "$conns" "$DURATION" "$pids" "${header[@]}")
+        # ABBA: which server goes first alternates by round, so that neither always runs
+        # second (a control of two identical servers measured the second ~1 % slower).
+        if ((round % 2)); then
+            a=$(measure "$base_url" "$conns" "$DURATION" "$base_pids" "${header[@]}")
+            b=$(measure "$url" "$conns" "$DURATION" "$pids" "${header[@]}")
+        else
+            b=$(measure "$url" "$conns" "$DURATION" "$pids" "${header[@]}")
+            a=$(measure "$base_url" "$conns" "$DURATION" "$base_pids" "${header[@]}")
+        fi
         read -r a_rps a_cpu a_user <<<"$a"
         read -r b_rps b_cpu b_user <<<"$b"
         rps_ratios+=("$(awk -v a="$a_rps" -v b="$b_rps" 'BEGIN { printf "%.4f", b / a }')")
@@ -183,18 +206,35 @@ compare() {
     mc=$(printf '%s\n' "${cpu_ratios[@]}" | median)
     me=$(printf '%s\n' "${extras[@]}" | median)
     ms=$(printf '%s\n' "${shares[@]}" | median)
-    awk -v r="$mr" -v c="$mc" -v e="$me" -v s="$ms" 'BEGIN {
-        printf "medians: requests/s ratio %.4f (%.2f%% fewer); CPU per request ratio %.4f (%.2f%% more); extra user CPU %.3f µs per request (%.2f%% of the baseline'"'"'s CPU per request)\n",
-            r, (1 - r) * 100, c, (c - 1) * 100, e, s }'
+    awk -v r="$mr" -v c="$mc" -v e="$me" -v s="$ms" '
+        function change(x, up, down) { return x >= 0 ? sprintf("%.2f%% %s", x, up) : sprintf("%.2f%% %s", -x, down) }
+        BEGIN {
+            printf "medians: requests/s ratio %.4f (%s); CPU per request ratio %.4f (%s); extra user CPU %.3f µs per request (%.2f%% of the baseline'"'"'s CPU per request)\n",
+                r, change((1 - r) * 100, "fewer", "more"), c, change((c - 1) * 100, "more", "less"), e, s }'
 }
 
 echo "machine: $(nproc) cores; $(uname -sr)"
-compare "hello-world, one worker thread" \
-    plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
-    contextvars "http://$HOST:$CV_PORT/" "$CV_PID" "$CONNECTIONS"
-compare "hello-world, one worker thread, ContextLayer in a Router::layer call of its own" \
-    plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
-    contextvars-two-layers "http://$HOST:$CV2_PORT/" "$CV2_PID" "$CONNECTIONS"
-compare "two services, edge -> billing" \
-    "no propagation" "http://$HOST:$TS_OFF_EDGE/" "$TS_OFF_PID" \
-    propagation "http://$HOST:$TS_ON_EDGE/" "$TS_ON_PID" "$TS_CONNECTIONS" "x-tenant: acme1"
+for suite in $SUITES; do
+    case $suite in
+    hello)
+        compare "hello-world, one worker thread" \
+            plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
+            contextvars "http://$HOST:$CV_PORT/" "$CV_PID" "$CONNECTIONS"
+        ;;
+    two-layers)
+        compare "hello-world, one worker thread, ContextLayer in a Router::layer call of its own" \
+            plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
+            contextvars-two-layers "http://$HOST:$CV2_PORT/" "$CV2_PID" "$CONNECTIONS"
+        ;;
+    control)
+        compare "control: two plain hello-worlds, one worker thread each" \
+            plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
+            "plain again" "http://$HOST:$PLAIN2_PORT/" "$PLAIN2_PID" "$CONNECTIONS"
+        ;;
+    two-services)
+        compare "two services, edge -> billing" \
+            "no propagation" "http://$HOST:$TS_OFF_EDGE/" "$TS_OFF_PID" \
+            propagation "http://$HOST:$TS_ON_EDGE/" "$TS_ON_PID" "$TS_CONNECTIONS" "x-tenant: acme1"
+        ;;
+    esac
+done

@@ -543,20 +543,29 @@ impl Context {
     /// borrow of the thread's state (a value's `Drop` may use this crate).
     #[inline]
     pub(crate) fn insert(&mut self, key: VarKey, binding: Binding) -> Option<Binding> {
-        let special = !binding.is_shared_on_fork();
         if self.map.is_unallocated() {
-            if let Some(spare) = spare::take() {
-                self.map.insert_into_spare(spare, key, binding);
-                self.special += usize::from(special);
-                return None;
-            }
+            self.insert_first(key, binding);
+            return None;
         }
+        let special = !binding.is_shared_on_fork();
         let old = self.map.insert(key, binding);
         self.special += usize::from(special);
         if let Some(old) = &old {
             self.special -= usize::from(!old.is_shared_on_fork());
         }
         old
+    }
+
+    /// [`insert`](Context::insert) into a context that has allocated nothing yet: into an array
+    /// a dropped context left on this thread (see [`spare`]), if there is one. Out of line, so
+    /// that `insert` stays small enough to inline into `set`'s path.
+    #[inline(never)]
+    fn insert_first(&mut self, key: VarKey, binding: Binding) {
+        self.special += usize::from(!binding.is_shared_on_fork());
+        match spare::take() {
+            Some(spare) => self.map.insert_into_spare(spare, key, binding),
+            None => drop(self.map.insert(key, binding)),
+        }
     }
 
     /// Runs `f` on this context's value of `var`: in place when no other context (or reader)

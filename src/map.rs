@@ -128,15 +128,13 @@ impl<K, V> VarMap<K, V> {
         let Repr::Small(Some(shared)) = &mut self.repr else {
             return None;
         };
-        // A plain load first: a shared array (a spawned task's fork) skips `get_mut`'s atomic
-        // compare-exchange.
-        if Arc::strong_count(shared) != 1 {
+        // Plain reads first: a shared array (a spawned task's fork) or one of another capacity
+        // (a copy made on write has its length as capacity) skips `get_mut`'s atomic
+        // compare-exchange, which costs a drop ~10 ns.
+        if Arc::strong_count(shared) != 1 || shared.capacity() != FIRST_CAPACITY {
             return None;
         }
         let entries = Arc::get_mut(shared)?;
-        if entries.capacity() != FIRST_CAPACITY {
-            return None;
-        }
         entries.clear();
         match std::mem::replace(&mut self.repr, Repr::Small(None)) {
             Repr::Small(Some(entries)) => Some(Spare(entries)),
@@ -523,7 +521,7 @@ impl<K: MapKey, V: Clone> Layer<K, V> {
 
     /// The binding of `id` in the top, copied up from the base first if only the base has it;
     /// `None` if it is unbound or does not [`fit`](Layer::fits).
-    #[inline]
+    #[inline(always)]
     fn binding_mut(&mut self, id: u64) -> Option<&mut V> {
         if self.top_get(id).is_none() {
             let key = self.base_key(id)?;
