@@ -667,8 +667,8 @@ impl Context {
 }
 
 impl Drop for Context {
-    /// A map this context alone holds is emptied here and its array kept for the thread's next
-    /// new context to reuse (see [`spare`]).
+    // A map this context alone holds is emptied here and its array kept for the thread's next
+    // new context to reuse (see the `spare` module below).
     #[inline]
     fn drop(&mut self) {
         if let Some(spare) = self.map.take_spare() {
