@@ -104,9 +104,10 @@ fn run(c: &mut Criterion) {
 }
 
 /// The first `set` in a new context, as every request's context makes (it allocates the
-/// value and the map, and takes the context's token id), on one thread, and while a second
-/// thread does the same: the figure shows whether the two threads contend on shared state.
-/// The baseline allocates and frees an `Arc`, which the first `set` does for its value.
+/// value's `Arc`, puts it in the array a dropped context left on the thread, and takes the
+/// context's token id), on one thread, and while a second thread does the same: the figure
+/// shows whether the two threads contend on shared state. The baseline allocates and frees an
+/// `Arc`, which the first `set` does for its value.
 fn first_set(c: &mut Criterion) {
     use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -159,7 +159,10 @@ measure() {
         }' <<<"$out"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# The middle value, or the mean of the two middle values of an even count.
+median() {
+    sort -g | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); print (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2) }'
+}
 
 # compare TITLE BASELINE_NAME BASELINE_URL BASELINE_PIDS NAME URL PIDS CONNECTIONS [HEADER]
 #

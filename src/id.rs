@@ -62,7 +62,8 @@ static NEXT_CONTEXT_ID_BLOCK: AtomicU64 = AtomicU64::new(1);
 
 std::thread_local! {
     /// The calling thread's unused context ids, `next..end` (none at first). Const-initialized
-    /// and without a destructor, so it is usable at any time, even while the thread exits.
+    /// and without a destructor: with native thread-locals it is usable at any time, even
+    /// while the thread exits.
     static CONTEXT_IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
@@ -72,15 +73,25 @@ std::thread_local! {
 /// one shared `fetch_add` per 1,024 ids keeps threads from contending on one cache line.
 #[inline]
 pub(crate) fn fresh_context_id() -> u64 {
-    CONTEXT_IDS.with(|ids| {
-        let (mut next, mut end) = ids.get();
-        if next == end {
-            next = NEXT_CONTEXT_ID_BLOCK.fetch_add(CONTEXT_ID_BLOCK, Ordering::Relaxed);
-            end = next + CONTEXT_ID_BLOCK;
-        }
-        ids.set((next + 1, end));
-        next
-    })
+    CONTEXT_IDS
+        .try_with(|ids| {
+            let (mut next, mut end) = ids.get();
+            if next == end {
+                (next, end) = reserve_block();
+            }
+            ids.set((next + 1, end));
+            next
+        })
+        // Where thread-locals live under OS keys, they can be gone while the thread exits: a
+        // block of its own for this one id.
+        .unwrap_or_else(|_| reserve_block().0)
+}
+
+/// A block of context ids no thread has had, `start..end`.
+#[cold]
+fn reserve_block() -> (u64, u64) {
+    let start = NEXT_CONTEXT_ID_BLOCK.fetch_add(CONTEXT_ID_BLOCK, Ordering::Relaxed);
+    (start, start + CONTEXT_ID_BLOCK)
 }
 
 #[cfg(test)]

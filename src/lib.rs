@@ -589,9 +589,9 @@
 //!   entry. A write to a map of six or more bindings that a copy shares adds a small *layer* of
 //!   changes over it instead of copying it (`copy_context(); set` costs the same at 10 or 10,000
 //!   bindings); a layer holding more than two changes is flattened. Copying a context clones one
-//!   `Arc`. When a context that alone holds a small array goes, its bindings are dropped and
-//!   the array is kept (up to 8 per thread) for the thread's next new context: a request's
-//!   context allocates only its values.
+//!   `Arc`. When a context goes that alone holds an array of the first capacity (room for 4
+//!   bindings), its bindings are dropped and the array is kept (up to 8 per thread) for the
+//!   thread's next new context: a request's context allocates only its values.
 //! - **Ids.** Each [`ContextVar`] takes an id from a global counter on first use (never reused,
 //!   S1); each context has an id that tokens check (S5), taken on its first `set` from a block
 //!   of ids its thread reserves 1,024 at a time, so that threads do not contend on a counter.

@@ -129,7 +129,7 @@ impl<K, V> VarMap<K, V> {
             return None;
         };
         // Plain reads first: a shared array (a spawned task's fork) or one of another capacity
-        // (a copy made on write has its length as capacity) skips `get_mut`'s atomic
+        // (a copy made on write has its length as capacity, rarely 4) skips `get_mut`'s atomic
         // compare-exchange, which costs a drop ~10 ns.
         if Arc::strong_count(shared) != 1 || shared.capacity() != FIRST_CAPACITY {
             return None;

@@ -61,9 +61,9 @@
 //! works the same). axum boxes the service of every `Router::layer` call, and clones it and
 //! boxes its future on every request. Measured on the repository's load-test server (an axum
 //! hello-world called in process, BENCHMARKS.md), a call of its own for `ContextLayer` cost
-//! ~1,350 instructions per request, about as many as all the crate's own work for the
-//! request. This holds for any middleware: axum's docs recommend `ServiceBuilder` for several
-//! layers.
+//! ~1,600 instructions per request, more than all the crate's own work for the request
+//! (~1,340). This holds for any middleware: axum's docs recommend `ServiceBuilder` for several
+//! layers (`tower` in your dependencies).
 //!
 //! The layer works on any
 //! `tower_service::Service<http::Request<B>>`: an axum `Router`, a tonic server

@@ -1,6 +1,10 @@
 //! `load-servers MODE PORT`: an axum hello-world on 127.0.0.1:PORT with one Tokio worker
 //! thread, for `scripts/load.sh` to load with `wrk`.
 //!
+//! `load-servers in-process MODE REQUESTS`: the same app called REQUESTS times with `oneshot`
+//! on a current-thread runtime, no network; prints the time per request. Under callgrind, run
+//! at two values of REQUESTS, it gives the instructions per request (BENCHMARKS.md).
+//!
 //! - `plain`: a middleware that passes the request through (after making the request id, so
 //!   both servers do that work), a handler that builds a short string and spawns one child with
 //!   `tokio::spawn` and awaits it. No contextvars.
@@ -28,7 +32,8 @@ use tower::ServiceBuilder;
 static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-const USAGE: &str = "usage: load-servers plain|contextvars|contextvars-two-layers PORT";
+const USAGE: &str = "usage: load-servers plain|contextvars|contextvars-two-layers PORT\n       \
+                     load-servers in-process plain|contextvars|contextvars-two-layers REQUESTS";
 
 /// The request's id: `x-request-id`, or the next value of a counter.
 fn request_id(request: &Request) -> String {
@@ -94,7 +99,16 @@ fn app(mode: &str) -> Option<Router> {
 fn main() -> std::io::Result<()> {
     let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidInput, USAGE);
     let mut args = std::env::args().skip(1);
-    let app = args.next().as_deref().and_then(app).ok_or_else(invalid)?;
+    let mode = args.next().ok_or_else(invalid)?;
+    if mode == "in-process" {
+        let app = args.next().as_deref().and_then(app).ok_or_else(invalid)?;
+        let requests: u32 = args
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(invalid)?;
+        return in_process(app, requests);
+    }
+    let app = app(&mode).ok_or_else(invalid)?;
     let port: u16 = args
         .next()
         .and_then(|port| port.parse().ok())
@@ -108,4 +122,27 @@ fn main() -> std::io::Result<()> {
             println!("listening on http://{}/", listener.local_addr()?);
             axum::serve(listener, app).await
         })
+}
+
+/// Calls `app` `requests` times as a server would (a clone per request, an `x-request-id`
+/// header), without the network, and prints the time per request.
+fn in_process(app: Router, requests: u32) -> std::io::Result<()> {
+    use tower::ServiceExt;
+
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let start = std::time::Instant::now();
+    runtime.block_on(async {
+        for n in 0..requests {
+            let request = Request::builder()
+                .header("x-request-id", n)
+                .body(axum::body::Body::empty())
+                .expect("a valid request");
+            let response = app.clone().oneshot(request).await.expect("infallible");
+            assert!(response.status().is_success(), "{}", response.status());
+            black_box(response);
+        }
+    });
+    let per_request = start.elapsed().as_nanos() as f64 / f64::from(requests.max(1));
+    println!("{per_request:.1} ns per request");
+    Ok(())
 }
