@@ -749,13 +749,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_write_over_a_shared_map_adds_a_layer_and_shares_the_base() {
-        let mut map: VarMap<Id, u64> = VarMap::default();
+    /// A map past the flat array's capacity (a trie) binding each key to itself, and a copy.
+    fn trie_and_copy() -> (VarMap<Id, u64>, VarMap<Id, u64>) {
+        let mut map = VarMap::default();
         for key in 0..(2 * SMALL_CAPACITY as u64) {
             map.insert(Id(key), key);
         }
         let copy = map.clone();
+        (map, copy)
+    }
+
+    #[test]
+    fn a_write_over_a_shared_map_adds_a_layer_and_shares_the_base() {
+        let (mut map, copy) = trie_and_copy();
         map.insert(Id(3), 30);
         assert!(matches!(&map.repr, Repr::Layered(layer) if layer.base.len() == copy.len()));
         assert_eq!(map.get(3), Some(&30));
@@ -770,11 +776,7 @@ mod tests {
 
     #[test]
     fn get_mut_in_layer_changes_only_a_layer_with_room_and_never_flattens() {
-        let mut map: VarMap<Id, u64> = VarMap::default();
-        for key in 0..(2 * SMALL_CAPACITY as u64) {
-            map.insert(Id(key), key);
-        }
-        let copy = map.clone();
+        let (mut map, copy) = trie_and_copy();
         assert!(map.get_mut_in_layer(1).is_none(), "not a layer yet");
         map.insert(Id(1), 10); // a write over the shared trie: a layer
         *map.get_mut_in_layer(1).expect("in the top") = 11;
