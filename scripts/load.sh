@@ -6,30 +6,38 @@
 #    `task::spawn` in the handler; the layer and the middleware in one `Router::layer` call, as
 #    `plain`'s middleware), then `plain` against `contextvars-two-layers` (the same with
 #    ContextLayer added by a second `Router::layer` call, which axum boxes per request).
-# 2. The two-service example (examples/two-services), edge -> billing over loopback, with the
+# 2. Calibration (`busy`): `plain` against `plain-busy`, the same server spinning ~0.1 µs more
+#    per request (about what the crate adds in process): what that much CPU costs here.
+# 3. Control (`control`): two identical `plain` servers, measured as the others: the noise.
+# 4. The two-service example (examples/two-services), edge -> billing over loopback, with the
 #    propagation layers (PropagateLayer on edge's client, ContextLayer::extract on billing) and
 #    without them (`--no-propagation`). wrk sends `x-tenant: acme1`: its baggage header,
 #    `tenant=acme1`, has the same length mod 3 as no header at all, so billing's simulated
 #    work sleeps the same 1 ms in both.
 #
-# Servers alternate, ROUNDS rounds each (in odd rounds the baseline goes first, in even rounds
-# the other; an even ROUNDS balances the order). Per round it prints each server's requests/s
-# and its CPU time per request (user + system time of the server process during the run,
-# divided by the requests wrk counted), user and system together and user alone, and at the end
-# the medians. Requests/s moves with whatever else the machine does: the `control` suite, two
-# identical `plain` servers measured the same way, shows how much. The extra user CPU time per
+# METHOD=together (the default): in each of ROUNDS rounds, the two servers of a comparison are
+# loaded at the same time, each by its own wrk, so that whatever else the machine does in a
+# round slows both alike. Each has about half the CPU, so its requests/s are about half, and
+# their ratio is the inverse of the ratio of CPU time per request. METHOD=abba: one after the
+# other (in odd rounds the baseline first, in even rounds the other; an even ROUNDS balances
+# the order). On this 2-core machine two identical servers' ratio spread with a standard
+# deviation of 1.3-2.7 % per round together, 11 % one after the other (BENCHMARKS.md).
+#
+# Per round it prints each server's requests/s and its CPU time per request (user + system
+# time of the server process during the run, divided by the requests wrk counted), user and
+# system together and user alone, and at the end the medians. The extra user CPU time per
 # request is the closest figure to the crate's own cost (it makes no system calls), with one
 # caveat: unless the kernel accounts CPU time precisely, it splits user from system time by
 # sampling at each timer tick, so the user share alone can be noisier than the total.
-# Needs bash >= 4.4. A full run with the defaults takes about 12 minutes.
+# Needs bash >= 4.4. A full run with the defaults takes about 9 minutes.
 # Usage: bash scripts/load.sh
-#   (env: ROUNDS=10 DURATION=8s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1
-#    SUITES="control hello two-layers two-services": the comparisons to run, in that order)
+#   (env: ROUNDS=20 DURATION=5s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1 METHOD=together|abba
+#    SUITES="control busy hello two-layers two-services": the comparisons to run, in order)
 set -euo pipefail
 shopt -s inherit_errexit
 
-ROUNDS=${ROUNDS:-10}
-DURATION=${DURATION:-8s}
+ROUNDS=${ROUNDS:-20}
+DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-32}
 TS_CONNECTIONS=${TS_CONNECTIONS:-128}
 BASE_PORT=${BASE_PORT:-18080}
@@ -38,12 +46,20 @@ HZ=$(getconf CLK_TCK)
 # With PIN=1 the servers run on core 0 and wrk on core 1 (taskset). Off by default: it did not
 # steady the hello-world figures here, and it puts both of two-services' servers on one core.
 PIN=${PIN:-0}
-SUITES=${SUITES:-control hello two-layers two-services}
+METHOD=${METHOD:-together}
+case $METHOD in
+together | abba) ;;
+*)
+    echo "unknown METHOD '$METHOD' (together, abba)" >&2
+    exit 1
+    ;;
+esac
+SUITES=${SUITES:-control busy hello two-layers two-services}
 for suite in $SUITES; do
     case $suite in
-    hello | two-layers | two-services | control) ;;
+    control | busy | hello | two-layers | two-services) ;;
     *)
-        echo "unknown suite '$suite' in SUITES (hello, two-layers, two-services, control)" >&2
+        echo "unknown suite '$suite' in SUITES (control, busy, hello, two-layers, two-services)" >&2
         exit 1
         ;;
     esac
@@ -93,6 +109,7 @@ TS_OFF_EDGE=$((BASE_PORT + 4))
 TS_OFF_BILLING=$((BASE_PORT + 5))
 CV2_PORT=$((BASE_PORT + 6))
 PLAIN2_PORT=$((BASE_PORT + 7))
+BUSY_PORT=$((BASE_PORT + 8))
 
 $SERVER "$BIN/load-servers" plain "$PLAIN_PORT" >/dev/null &
 PLAIN_PID=$!
@@ -102,12 +119,14 @@ $SERVER "$BIN/load-servers" contextvars-two-layers "$CV2_PORT" >/dev/null &
 CV2_PID=$!
 $SERVER "$BIN/load-servers" plain "$PLAIN2_PORT" >/dev/null &
 PLAIN2_PID=$!
+$SERVER "$BIN/load-servers" plain-busy "$BUSY_PORT" >/dev/null &
+BUSY_PID=$!
 $SERVER "$BIN/two-services" "$TS_ON_EDGE" "$TS_ON_BILLING" >/dev/null 2>&1 &
 TS_ON_PID=$!
 $SERVER "$BIN/two-services" --no-propagation "$TS_OFF_EDGE" "$TS_OFF_BILLING" >/dev/null 2>&1 &
 TS_OFF_PID=$!
-PIDS+=("$PLAIN_PID" "$CV_PID" "$CV2_PID" "$PLAIN2_PID" "$TS_ON_PID" "$TS_OFF_PID")
-for port in "$PLAIN_PORT" "$CV_PORT" "$CV2_PORT" "$PLAIN2_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDGE" "$TS_OFF_BILLING"; do
+PIDS+=("$PLAIN_PID" "$CV_PID" "$CV2_PID" "$PLAIN2_PID" "$BUSY_PID" "$TS_ON_PID" "$TS_OFF_PID")
+for port in "$PLAIN_PORT" "$CV_PORT" "$CV2_PORT" "$PLAIN2_PORT" "$BUSY_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDGE" "$TS_OFF_BILLING"; do
     wait_port "$port"
 done
 
@@ -127,26 +146,17 @@ cpu_ticks() {
     echo "$user $system"
 }
 
-# measure URL CONNECTIONS DURATION PIDS [HEADER]: "REQUESTS/S CPU-µs USER-CPU-µs" of one wrk
-# run, the CPU times per request being those of the server processes PIDS (comma-separated)
-# during the run: user + system, and user alone. Fails on any non-2xx response or socket error.
-measure() {
-    local url=$1 conns=$2 duration=$3 pids=${4//,/ } out ticks user0 system0 user1 system1
-    local wrk_args=(-t1 -c"$conns" -d"$duration")
-    if [ $# -ge 5 ]; then wrk_args+=(-H "$5"); fi
-    # shellcheck disable=SC2086 # PIDS is a list
-    ticks=$(cpu_ticks $pids)
-    read -r user0 system0 <<<"$ticks"
-    out=$($WRK wrk "${wrk_args[@]}" "$url")
-    # shellcheck disable=SC2086
-    ticks=$(cpu_ticks $pids)
-    read -r user1 system1 <<<"$ticks"
+# summarize URL WRK_OUTPUT USER_TICKS SYSTEM_TICKS: "REQUESTS/S CPU-µs USER-CPU-µs" of one wrk
+# run, the CPU times per request being the server's during the run: user + system, and user
+# alone. Fails on any non-2xx response or socket error.
+summarize() {
+    local url=$1 out=$2 user=$3 sys=$4
     if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
         echo "wrk reported errors against $url:" >&2
         echo "$out" >&2
         exit 1
     fi
-    awk -v user=$((user1 - user0)) -v sys=$((system1 - system0)) -v hz="$HZ" '
+    awk -v user="$user" -v sys="$sys" -v hz="$HZ" '
         / requests in / { requests = $1 }
         /^Requests\/sec:/ { rps = $2 }
         END {
@@ -157,6 +167,47 @@ measure() {
             us = 1e6 / hz / requests
             printf "%s %.3f %.3f\n", rps, (user + sys) * us, user * us
         }' <<<"$out"
+}
+
+# measure URL CONNECTIONS DURATION PIDS [HEADER]: `summarize` of one wrk run against URL, with
+# the CPU time of the server processes PIDS (comma-separated).
+measure() {
+    local url=$1 conns=$2 duration=$3 pids=${4//,/ } out user0 system0 user1 system1
+    local wrk_args=(-t1 -c"$conns" -d"$duration")
+    if [ $# -ge 5 ]; then wrk_args+=(-H "$5"); fi
+    # shellcheck disable=SC2086 # PIDS is a list
+    read -r user0 system0 <<<"$(cpu_ticks $pids)"
+    out=$($WRK wrk "${wrk_args[@]}" "$url")
+    # shellcheck disable=SC2086
+    read -r user1 system1 <<<"$(cpu_ticks $pids)"
+    summarize "$url" "$out" $((user1 - user0)) $((system1 - system0))
+}
+
+# measure_together URL_A PIDS_A URL_B PIDS_B CONNECTIONS DURATION [HEADER]: two lines, the
+# `summarize` of A and of B, loaded at the same time by two wrk processes (METHOD=together):
+# whatever else the machine does then slows both alike.
+measure_together() {
+    local url_a=$1 pids_a=${2//,/ } url_b=$3 pids_b=${4//,/ } conns=$5 duration=$6
+    local wrk_args=(-t1 -c"$conns" -d"$duration")
+    if [ $# -ge 7 ]; then wrk_args+=(-H "$7"); fi
+    local out_a out_b file_a wrk_a ua0 sa0 ub0 sb0 ua1 sa1 ub1 sb1
+    file_a=$(mktemp)
+    # shellcheck disable=SC2086 # PIDS are lists
+    read -r ua0 sa0 <<<"$(cpu_ticks $pids_a)"
+    # shellcheck disable=SC2086
+    read -r ub0 sb0 <<<"$(cpu_ticks $pids_b)"
+    $WRK wrk "${wrk_args[@]}" "$url_a" >"$file_a" &
+    wrk_a=$!
+    out_b=$($WRK wrk "${wrk_args[@]}" "$url_b")
+    wait "$wrk_a"
+    # shellcheck disable=SC2086
+    read -r ua1 sa1 <<<"$(cpu_ticks $pids_a)"
+    # shellcheck disable=SC2086
+    read -r ub1 sb1 <<<"$(cpu_ticks $pids_b)"
+    out_a=$(<"$file_a")
+    rm -f "$file_a"
+    summarize "$url_a" "$out_a" $((ua1 - ua0)) $((sa1 - sa0))
+    summarize "$url_b" "$out_b" $((ub1 - ub0)) $((sb1 - sb0))
 }
 
 # The middle value, or the mean of the two middle values of an even count.
@@ -175,7 +226,7 @@ compare() {
     local header=()
     if [ $# -ge 9 ]; then header=("$9"); fi
     echo
-    echo "== $title (wrk -t1 -c$conns -d$DURATION${header:+ -H '${header[0]}'}, loopback)"
+    echo "== $title (wrk -t1 -c$conns -d$DURATION${header:+ -H '${header[0]}'}, loopback, $METHOD)"
     # warm-up: connections, allocator, page cache
     measure "$base_url" "$conns" 1s "$base_pids" "${header[@]}" >/dev/null
     measure "$url" "$conns" 1s "$pids" "${header[@]}" >/dev/null
@@ -185,9 +236,21 @@ compare() {
     local rps_ratios=() cpu_ratios=() extras=() shares=()
     for round in $(seq "$ROUNDS"); do
         local a b a_rps a_cpu a_user b_rps b_cpu b_user
+        if [ "$METHOD" = together ]; then
+            # Both at once; which wrk starts first alternates by round.
+            local pair
+            if ((round % 2)); then
+                pair=$(measure_together "$base_url" "$base_pids" "$url" "$pids" "$conns" "$DURATION" "${header[@]}")
+                a=${pair%%$'\n'*}
+                b=${pair#*$'\n'}
+            else
+                pair=$(measure_together "$url" "$pids" "$base_url" "$base_pids" "$conns" "$DURATION" "${header[@]}")
+                b=${pair%%$'\n'*}
+                a=${pair#*$'\n'}
+            fi
         # ABBA: which server goes first alternates by round, so that neither always runs
         # second (a control of two identical servers measured the second ~1 % slower).
-        if ((round % 2)); then
+        elif ((round % 2)); then
             a=$(measure "$base_url" "$conns" "$DURATION" "$base_pids" "${header[@]}")
             b=$(measure "$url" "$conns" "$DURATION" "$pids" "${header[@]}")
         else
@@ -233,6 +296,11 @@ for suite in $SUITES; do
         compare "control: two plain hello-worlds, one worker thread each" \
             plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
             "plain again" "http://$HOST:$PLAIN2_PORT/" "$PLAIN2_PID" "$CONNECTIONS"
+        ;;
+    busy)
+        compare "calibration: plain against plain with ~0.1 µs of extra CPU per request" \
+            plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
+            plain-busy "http://$HOST:$BUSY_PORT/" "$BUSY_PID" "$CONNECTIONS"
         ;;
     two-services)
         compare "two services, edge -> billing" \

@@ -60,9 +60,9 @@
 //! to a call of its own (`.layer(middleware::from_fn(request_id)).layer(ContextLayer::new())`
 //! works the same). axum boxes the service of every `Router::layer` call, and clones it and
 //! boxes its future on every request. Measured on the repository's load-test server (an axum
-//! hello-world called in process, BENCHMARKS.md), a call of its own for `ContextLayer` cost
-//! ~1,600 instructions per request, more than all the crate's own work for the request
-//! (~1,340). This holds for any middleware: axum's docs recommend `ServiceBuilder` for several
+//! hello-world called in process, BENCHMARKS.md), a call of its own for `ContextLayer` costs
+//! 1,400–1,700 instructions per request, about as much as all the crate's own work for the
+//! request (1,300–1,500). This holds for any middleware: axum's docs recommend `ServiceBuilder` for several
 //! layers (`tower` in your dependencies).
 //!
 //! The layer works on any

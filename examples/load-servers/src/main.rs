@@ -1,9 +1,12 @@
 //! `load-servers MODE PORT`: an axum hello-world on 127.0.0.1:PORT with one Tokio worker
 //! thread, for `scripts/load.sh` to load with `wrk`.
 //!
-//! `load-servers in-process MODE REQUESTS`: the same app called REQUESTS times with `oneshot`
-//! on a current-thread runtime, no network; prints the time per request. Under callgrind, run
-//! at two values of REQUESTS, it gives the instructions per request (BENCHMARKS.md).
+//! `load-servers in-process MODE REQUESTS [CONNECTIONS]`: the same app called REQUESTS times
+//! with `oneshot` on the same runtime (one worker thread), no network, by CONNECTIONS tasks
+//! (default 1) that each call it in turn, as a server's connections do, so that that many
+//! requests are in flight at once, as under `wrk -cN`; prints the time per request. Under
+//! callgrind, run at two values of REQUESTS, it gives the instructions per request
+//! (BENCHMARKS.md).
 //!
 //! - `plain`: a middleware that passes the request through (after making the request id, so
 //!   both servers do that work), a handler that builds a short string and spawns one child with
@@ -15,6 +18,9 @@
 //! - `contextvars-two-layers`: the same, with `ContextLayer` added by a second `Router::layer`
 //!   call. axum boxes every `Router::layer` call's service and clones it, and boxes its future,
 //!   on every request: this server shows what that costs next to the crate's own work.
+//! - `plain-busy`: `plain` with extra CPU work per request (a spin on the clock in the
+//!   handler, [`BUSY`]), no contextvars: what that much CPU per request costs in requests/s,
+//!   to set against the `contextvars` server's figures.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -32,8 +38,14 @@ use tower::ServiceBuilder;
 static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-const USAGE: &str = "usage: load-servers plain|contextvars|contextvars-two-layers PORT\n       \
-                     load-servers in-process plain|contextvars|contextvars-two-layers REQUESTS";
+/// How long `plain-busy` spins per request. With the clock reads around the spin it adds
+/// ~140 ns per request in process, about what the crate adds to the `contextvars` server's
+/// (BENCHMARKS.md).
+const BUSY: std::time::Duration = std::time::Duration::from_nanos(100);
+
+const USAGE: &str = "usage: load-servers MODE PORT\n       \
+                     load-servers in-process MODE REQUESTS [CONNECTIONS]\n\
+                     MODE: plain, plain-busy, contextvars or contextvars-two-layers";
 
 /// The request's id: `x-request-id`, or the next value of a counter.
 fn request_id(request: &Request) -> String {
@@ -58,6 +70,14 @@ async fn plain_handler() -> String {
     format!("hello, world {k}\n")
 }
 
+async fn busy_handler() -> String {
+    let start = std::time::Instant::now();
+    while start.elapsed() < BUSY {
+        std::hint::spin_loop();
+    }
+    plain_handler().await
+}
+
 async fn contextvars_middleware(request: Request, next: Next) -> Response {
     REQUEST_ID.set(request_id(&request));
     next.run(request).await
@@ -77,6 +97,11 @@ fn app(mode: &str) -> Option<Router> {
         "plain" => Some(
             Router::new()
                 .route("/", get(plain_handler))
+                .layer(middleware::from_fn(plain_middleware)),
+        ),
+        "plain-busy" => Some(
+            Router::new()
+                .route("/", get(busy_handler))
                 .layer(middleware::from_fn(plain_middleware)),
         ),
         "contextvars" => Some(
@@ -106,7 +131,11 @@ fn main() -> std::io::Result<()> {
             .next()
             .and_then(|n| n.parse().ok())
             .ok_or_else(invalid)?;
-        return in_process(app, requests);
+        let connections: u32 = match args.next() {
+            None => 1,
+            Some(n) => n.parse().ok().filter(|&n| n > 0).ok_or_else(invalid)?,
+        };
+        return in_process(app, requests, connections);
     }
     let app = app(&mode).ok_or_else(invalid)?;
     let port: u16 = args
@@ -125,21 +154,34 @@ fn main() -> std::io::Result<()> {
 }
 
 /// Calls `app` `requests` times as a server would (a clone per request, an `x-request-id`
-/// header), without the network, and prints the time per request.
-fn in_process(app: Router, requests: u32) -> std::io::Result<()> {
+/// header), without the network, from `connections` tasks that each send their share of the
+/// requests one after another, and prints the time per request.
+fn in_process(app: Router, requests: u32, connections: u32) -> std::io::Result<()> {
     use tower::ServiceExt;
 
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()?;
     let start = std::time::Instant::now();
     runtime.block_on(async {
-        for n in 0..requests {
-            let request = Request::builder()
-                .header("x-request-id", n)
-                .body(axum::body::Body::empty())
-                .expect("a valid request");
-            let response = app.clone().oneshot(request).await.expect("infallible");
-            assert!(response.status().is_success(), "{}", response.status());
-            black_box(response);
+        let mut tasks = tokio::task::JoinSet::new();
+        for connection in 0..connections {
+            let app = app.clone();
+            tasks.spawn(async move {
+                // Request numbers connection, connection + connections, ...: `requests` in all.
+                for n in (connection..requests).step_by(connections as usize) {
+                    let request = Request::builder()
+                        .header("x-request-id", n)
+                        .body(axum::body::Body::empty())
+                        .expect("a valid request");
+                    let response = app.clone().oneshot(request).await.expect("infallible");
+                    assert!(response.status().is_success(), "{}", response.status());
+                    black_box(response);
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("a connection task");
         }
     });
     let per_request = start.elapsed().as_nanos() as f64 / f64::from(requests.max(1));
