@@ -172,14 +172,16 @@ summarize() {
 # measure URL CONNECTIONS DURATION PIDS [HEADER]: `summarize` of one wrk run against URL, with
 # the CPU time of the server processes PIDS (comma-separated).
 measure() {
-    local url=$1 conns=$2 duration=$3 pids=${4//,/ } out user0 system0 user1 system1
+    local url=$1 conns=$2 duration=$3 pids=${4//,/ } out ticks user0 system0 user1 system1
     local wrk_args=(-t1 -c"$conns" -d"$duration")
     if [ $# -ge 5 ]; then wrk_args+=(-H "$5"); fi
     # shellcheck disable=SC2086 # PIDS is a list
-    read -r user0 system0 <<<"$(cpu_ticks $pids)"
+    ticks=$(cpu_ticks $pids)
+    read -r user0 system0 <<<"$ticks"
     out=$($WRK wrk "${wrk_args[@]}" "$url")
     # shellcheck disable=SC2086
-    read -r user1 system1 <<<"$(cpu_ticks $pids)"
+    ticks=$(cpu_ticks $pids)
+    read -r user1 system1 <<<"$ticks"
     summarize "$url" "$out" $((user1 - user0)) $((system1 - system0))
 }
 
@@ -190,20 +192,24 @@ measure_together() {
     local url_a=$1 pids_a=${2//,/ } url_b=$3 pids_b=${4//,/ } conns=$5 duration=$6
     local wrk_args=(-t1 -c"$conns" -d"$duration")
     if [ $# -ge 7 ]; then wrk_args+=(-H "$7"); fi
-    local out_a out_b file_a wrk_a ua0 sa0 ub0 sb0 ua1 sa1 ub1 sb1
+    local out_a out_b file_a wrk_a ticks ua0 sa0 ub0 sb0 ua1 sa1 ub1 sb1
     file_a=$(mktemp)
     # shellcheck disable=SC2086 # PIDS are lists
-    read -r ua0 sa0 <<<"$(cpu_ticks $pids_a)"
+    ticks=$(cpu_ticks $pids_a)
+    read -r ua0 sa0 <<<"$ticks"
     # shellcheck disable=SC2086
-    read -r ub0 sb0 <<<"$(cpu_ticks $pids_b)"
+    ticks=$(cpu_ticks $pids_b)
+    read -r ub0 sb0 <<<"$ticks"
     $WRK wrk "${wrk_args[@]}" "$url_a" >"$file_a" &
     wrk_a=$!
     out_b=$($WRK wrk "${wrk_args[@]}" "$url_b")
     wait "$wrk_a"
     # shellcheck disable=SC2086
-    read -r ua1 sa1 <<<"$(cpu_ticks $pids_a)"
+    ticks=$(cpu_ticks $pids_a)
+    read -r ua1 sa1 <<<"$ticks"
     # shellcheck disable=SC2086
-    read -r ub1 sb1 <<<"$(cpu_ticks $pids_b)"
+    ticks=$(cpu_ticks $pids_b)
+    read -r ub1 sb1 <<<"$ticks"
     out_a=$(<"$file_a")
     rm -f "$file_a"
     summarize "$url_a" "$out_a" $((ua1 - ua0)) $((sa1 - sa0))
