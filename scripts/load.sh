@@ -9,7 +9,10 @@
 # 2. Calibration (`busy`): `plain` against `plain-busy`, the same server spinning ~0.1 µs more
 #    per request (about what the crate adds in process): what that much CPU costs here.
 # 3. Control (`control`): two identical `plain` servers, measured as the others: the noise.
-# 4. The two-service example (examples/two-services), edge -> billing over loopback, with the
+# 4. Tokio's primitive (`task-local`): `plain` against `task-local`, the `contextvars`
+#    server's work done with `tokio::task_local!` (the request id as an `Arc<String>`, cloned
+#    for each of the 5 reads and for the child, which gets a scope of its own).
+# 5. The two-service example (examples/two-services), edge -> billing over loopback, with the
 #    propagation layers (PropagateLayer on edge's client, ContextLayer::extract on billing) and
 #    without them (`--no-propagation`). wrk sends `x-tenant: acme1`: its baggage header,
 #    `tenant=acme1`, has the same length mod 3 as no header at all, so billing's simulated
@@ -29,10 +32,11 @@
 # request is the closest figure to the crate's own cost (it makes no system calls), with one
 # caveat: unless the kernel accounts CPU time precisely, it splits user from system time by
 # sampling at each timer tick, so the user share alone can be noisier than the total.
-# Needs bash >= 4.4. A full run with the defaults takes about 9 minutes.
+# Needs bash >= 4.4. A full run with the defaults takes about 11 minutes.
 # Usage: bash scripts/load.sh
 #   (env: ROUNDS=20 DURATION=5s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1 METHOD=together|abba
-#    SUITES="control busy hello two-layers two-services": the comparisons to run, in order)
+#    SUITES="control busy hello task-local two-layers two-services": the comparisons to run,
+#    in order)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -54,12 +58,12 @@ together | abba) ;;
     exit 1
     ;;
 esac
-SUITES=${SUITES:-control busy hello two-layers two-services}
+SUITES=${SUITES:-control busy hello task-local two-layers two-services}
 for suite in $SUITES; do
     case $suite in
-    control | busy | hello | two-layers | two-services) ;;
+    control | busy | hello | task-local | two-layers | two-services) ;;
     *)
-        echo "unknown suite '$suite' in SUITES (control, busy, hello, two-layers, two-services)" >&2
+        echo "unknown suite '$suite' in SUITES (control, busy, hello, task-local, two-layers, two-services)" >&2
         exit 1
         ;;
     esac
@@ -110,6 +114,7 @@ TS_OFF_BILLING=$((BASE_PORT + 5))
 CV2_PORT=$((BASE_PORT + 6))
 PLAIN2_PORT=$((BASE_PORT + 7))
 BUSY_PORT=$((BASE_PORT + 8))
+TL_PORT=$((BASE_PORT + 9))
 
 $SERVER "$BIN/load-servers" plain "$PLAIN_PORT" >/dev/null &
 PLAIN_PID=$!
@@ -121,12 +126,14 @@ $SERVER "$BIN/load-servers" plain "$PLAIN2_PORT" >/dev/null &
 PLAIN2_PID=$!
 $SERVER "$BIN/load-servers" plain-busy "$BUSY_PORT" >/dev/null &
 BUSY_PID=$!
+$SERVER "$BIN/load-servers" task-local "$TL_PORT" >/dev/null &
+TL_PID=$!
 $SERVER "$BIN/two-services" "$TS_ON_EDGE" "$TS_ON_BILLING" >/dev/null 2>&1 &
 TS_ON_PID=$!
 $SERVER "$BIN/two-services" --no-propagation "$TS_OFF_EDGE" "$TS_OFF_BILLING" >/dev/null 2>&1 &
 TS_OFF_PID=$!
-PIDS+=("$PLAIN_PID" "$CV_PID" "$CV2_PID" "$PLAIN2_PID" "$BUSY_PID" "$TS_ON_PID" "$TS_OFF_PID")
-for port in "$PLAIN_PORT" "$CV_PORT" "$CV2_PORT" "$PLAIN2_PORT" "$BUSY_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDGE" "$TS_OFF_BILLING"; do
+PIDS+=("$PLAIN_PID" "$CV_PID" "$CV2_PID" "$PLAIN2_PID" "$BUSY_PID" "$TL_PID" "$TS_ON_PID" "$TS_OFF_PID")
+for port in "$PLAIN_PORT" "$CV_PORT" "$CV2_PORT" "$PLAIN2_PORT" "$BUSY_PORT" "$TL_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDGE" "$TS_OFF_BILLING"; do
     wait_port "$port"
 done
 
@@ -307,6 +314,11 @@ for suite in $SUITES; do
         compare "calibration: plain against plain with ~0.1 µs of extra CPU per request" \
             plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
             plain-busy "http://$HOST:$BUSY_PORT/" "$BUSY_PID" "$CONNECTIONS"
+        ;;
+    task-local)
+        compare "tokio::task_local: plain against the same work done with Tokio's primitive" \
+            plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
+            task-local "http://$HOST:$TL_PORT/" "$TL_PID" "$CONNECTIONS"
         ;;
     two-services)
         compare "two services, edge -> billing" \

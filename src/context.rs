@@ -609,6 +609,17 @@ impl Context {
         if let Some(binding) = self.map.get_mut_unshared(key.id()) {
             return Some(std::mem::replace(&mut binding.value, value));
         }
+        if self.map.is_unallocated() {
+            // A context's first binding (a request's `set`): nothing to look up.
+            self.insert_first(
+                key,
+                Binding {
+                    value,
+                    policy: policy(),
+                },
+            );
+            return None;
+        }
         self.replace_value_slow(key, value, policy)
     }
 

@@ -374,6 +374,42 @@ fn release_kept(hot: &Hot) {
 // the panic names the call instead, and the backtrace shows the caller.
 #[inline]
 pub(crate) fn modify<R>(call: &'static str, f: impl FnOnce(&mut Context) -> R) -> Option<R> {
+    modify_then(call, f, |_| ())
+}
+
+/// [`modify`] for a write that binds `var` to the `Arc` whose [`Arc::as_ptr`] is `value`
+/// (`set`; `f` must bind it): the lookup is cached too, so the next read of `var` hits the
+/// cache instead of searching the map for what was just written.
+///
+/// # Panics
+///
+/// As [`modify`].
+#[inline]
+pub(crate) fn modify_binding<T: Send + Sync + 'static, R>(
+    call: &'static str,
+    var: &ContextVar<T>,
+    value: *const T,
+    f: impl FnOnce(&mut Context) -> R,
+) -> Option<R> {
+    modify_then(call, f, |hot| {
+        let id = var.id();
+        // Invariant 4: made in the version the write started, for the value it bound under
+        // `var`'s id. Whatever runs later and changes the context starts a new version.
+        hot.cache[id as usize % CACHE_SLOTS].set(Cached {
+            id,
+            version: hot.version.get(),
+            value: value.cast(),
+        });
+    })
+}
+
+/// [`modify`], with `then` run after `f`, before anything the write displaced is dropped.
+#[inline]
+fn modify_then<R>(
+    call: &'static str,
+    f: impl FnOnce(&mut Context) -> R,
+    then: impl FnOnce(&Hot),
+) -> Option<R> {
     with_hot(|hot| {
         if hot.refuses_write() {
             isolation::refuse_write(call);
@@ -390,6 +426,7 @@ pub(crate) fn modify<R>(call: &'static str, f: impl FnOnce(&mut Context) -> R) -
         // use (invariant 2; a reader's values are kept elsewhere, invariant 3).
         let context = unsafe { &mut *context };
         let result = f(context);
+        then(hot);
         let retired = context.take_retired();
         // Dropped with the `&mut` no longer in use: it may run a value's `Drop`, which may use
         // the current context.

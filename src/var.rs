@@ -293,7 +293,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     #[inline]
     pub(crate) fn set_arc_as(&self, value: Arc<T>, call: &'static str) -> Token<T> {
         let key = self.key();
-        let (context, old) = current::modify(call, |ctx| {
+        let bound = Arc::as_ptr(&value);
+        let (context, old) = current::modify_binding(call, self, bound, |ctx| {
             let old = ctx.replace_value(key, value, || self.policy());
             (ctx.token_id(), old)
         })

@@ -112,6 +112,10 @@ fn run_inside_with_and_with_inside_run() {
                 NAME.with(|inner| {
                     drop(NAME.set("entered, changed".to_owned()));
                     assert_eq!(inner.map(String::as_str), Some("entered"));
+                    assert_eq!(
+                        NAME.get().as_deref().map(String::as_str),
+                        Some("entered, changed")
+                    );
                 });
             });
             drop(NAME.set("outer, changed".to_owned()));
@@ -133,6 +137,11 @@ fn cached_lookups_follow_every_enter_leave_and_write() {
         for (i, var) in vars.iter().enumerate() {
             assert!(var.get().is_none());
             var.set(i);
+            // A `set` caches the value it binds: every variable, including those sharing its
+            // slot, still reads its own.
+            for (j, earlier) in vars[..=i].iter().enumerate().rev() {
+                assert_eq!(earlier.get().map(|v| *v), Some(j));
+            }
         }
         for round in 0..3 {
             for (i, var) in vars.iter().enumerate() {

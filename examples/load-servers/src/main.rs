@@ -21,9 +21,15 @@
 //! - `plain-busy`: `plain` with extra CPU work per request (a spin on the clock in the
 //!   handler, [`BUSY`]), no contextvars: what that much CPU per request costs in requests/s,
 //!   to set against the `contextvars` server's figures.
+//! - `task-local`: the `contextvars` server's work done with `tokio::task_local!` instead, no
+//!   contextvars: the middleware scopes the request id as an `Arc<String>`, the handler clones
+//!   that `Arc` 5 times (what `ContextVar::get` returns) and scopes its child with a clone of
+//!   it. What the least a request-scoped value that children inherit costs, with Tokio's own
+//!   primitive (which cannot be set in place nor inherited by itself).
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
@@ -36,6 +42,10 @@ use contextvars::tower::ContextLayer;
 use tower::ServiceBuilder;
 
 static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+
+tokio::task_local! {
+    static TASK_LOCAL_REQUEST_ID: Arc<String>;
+}
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// How long `plain-busy` spins per request. With the clock reads around the spin it adds
@@ -45,7 +55,7 @@ const BUSY: std::time::Duration = std::time::Duration::from_nanos(100);
 
 const USAGE: &str = "usage: load-servers MODE PORT\n       \
                      load-servers in-process MODE REQUESTS [CONNECTIONS]\n\
-                     MODE: plain, plain-busy, contextvars or contextvars-two-layers";
+                     MODE: plain, plain-busy, contextvars, contextvars-two-layers or task-local";
 
 /// The request's id: `x-request-id`, or the next value of a counter.
 fn request_id(request: &Request) -> String {
@@ -92,6 +102,21 @@ async fn contextvars_handler() -> String {
     format!("hello, world {k}\n")
 }
 
+async fn task_local_middleware(request: Request, next: Next) -> Response {
+    let id = Arc::new(request_id(&request));
+    TASK_LOCAL_REQUEST_ID.scope(id, next.run(request)).await
+}
+
+async fn task_local_handler() -> String {
+    for _ in 0..5 {
+        black_box(TASK_LOCAL_REQUEST_ID.with(Arc::clone));
+    }
+    let id = TASK_LOCAL_REQUEST_ID.with(Arc::clone);
+    let child = tokio::spawn(TASK_LOCAL_REQUEST_ID.scope(id, async { black_box(1_usize) }));
+    let k = child.await.expect("child task");
+    format!("hello, world {k}\n")
+}
+
 fn app(mode: &str) -> Option<Router> {
     match mode {
         "plain" => Some(
@@ -110,6 +135,11 @@ fn app(mode: &str) -> Option<Router> {
                     .layer(ContextLayer::new()) // first in a ServiceBuilder = outermost
                     .layer(middleware::from_fn(contextvars_middleware)),
             ),
+        ),
+        "task-local" => Some(
+            Router::new()
+                .route("/", get(task_local_handler))
+                .layer(middleware::from_fn(task_local_middleware)),
         ),
         "contextvars-two-layers" => Some(
             Router::new()
