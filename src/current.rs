@@ -14,8 +14,8 @@
 //!   while a closure runs (`run`, `Scoped` polls, bridge jobs) and it leaves when it drops;
 //!   [`enter_task`] hands one to the runtime hooks, which keep it from the before-poll to the
 //!   after-poll hook and leave by [`Entered::exit`] or drop, only as the innermost entered
-//!   context (otherwise the task stays entered, or is leaked, never freed). A task [`Entry`] also swaps in the task's own storage for
-//!   thread-critical values.
+//!   context (otherwise the task stays entered, or is leaked, never freed). A task [`Entry`]
+//!   also makes the task's own storage for thread-critical values the one in use.
 //! - [`read_critical`] / [`modify_critical`]: the storage of `Local::thread_critical` (S19):
 //!   the thread's own in plain code, the innermost task's inside a task entry. `run` does not
 //!   change it, so a value set on a thread is seen in any context entered on that thread.
@@ -35,15 +35,17 @@
 //!
 //! # Invariants (what the `SAFETY` comments rely on)
 //!
-//! 1. **A non-null `Hot::active` points to a live context that nothing else uses.** Only an
-//!    [`Entered`] guard sets it, to a context whose owner is borrowed (or boxed and owned) for
+//! 1. **A non-null `Hot::active` points to a live context that nothing else uses**, and a
+//!    non-null `Hot::critical` to a task's live thread-critical storage. Only an
+//!    [`Entered`] guard sets them, to an entry whose owner is borrowed (or boxed and owned) for
 //!    as long as it is entered, turned into a raw pointer at once so that no reference to it is
 //!    retagged while it is in use. Guards put the previous pointer back in LIFO order: a
 //!    borrowed entry's guard lives on [`run_in`]'s stack frame, and an owned entry's leaves only
 //!    when it is innermost; one that is not is kept, or leaked, never freed while a pointer to
 //!    it may remain.
 //! 2. **No `&mut Context` and `&Context` to the current context overlap.** [`read`] and
-//!    [`modify`] hand out a reference for a closure that runs no user code (the callers'
+//!    [`modify`] (and [`read_critical`] and [`modify_critical`], for the thread-critical
+//!    storage) hand out a reference for a closure that runs no user code (the callers'
 //!    contract; displaced values are dropped after the closure returns), so they never nest.
 //! 3. **A value [`read_value`] hands to user code outlives the read.** The user code may write
 //!    to the very context it reads. A write while a read is in progress first keeps a copy of
@@ -77,8 +79,8 @@ use crate::context::Context;
 use crate::isolation;
 use crate::var::ContextVar;
 
-/// Storage for thread-critical values (S19): a context used as a plain map, boxed so that a
-/// task entry swaps one pointer, and absent until the first thread-critical `set`.
+/// Storage for thread-critical values (S19): a context used as a plain map, absent until the
+/// first thread-critical `set`, and boxed so that a task that never uses it carries one word.
 pub(crate) type Critical = Option<Box<Context>>;
 
 /// What every read and write touches: const-initialized and without a destructor.
@@ -95,17 +97,17 @@ struct Hot {
     readers: Cell<usize>,
     /// Whether `Own::kept` holds copies to drop when the outermost read ends.
     kept: Cell<bool>,
-    /// Task entries not yet left: zero means the thread-critical storage in use is the thread's.
-    tasks: Cell<usize>,
-    /// Whether the thread-critical storage in use is `Some`: lets a task entry skip swapping two
-    /// empty storages, the common case (a swap of two `None`s changes nothing, so it is exact).
-    has_critical: Cell<bool>,
+    /// The thread-critical storage of the innermost task entry that has one of its own (the
+    /// outermost task entry, or a forced one); null when no task is entered, and the thread's
+    /// own storage is in use.
+    critical: Cell<*mut Critical>,
 }
 
 /// What the thread owns; created on first use, destroyed with the thread.
 struct Own {
     context: UnsafeCell<Context>,
-    /// Taken out and put back by the few functions that use it; never borrowed across user code.
+    /// The thread's thread-critical storage, in use when no task is entered. Taken out and put
+    /// back by the two functions that use it; never borrowed across user code.
     critical: Cell<Critical>,
     /// Copies of contexts written to while a [`read_value`] runs, kept until the outermost one
     /// ends (invariant 3).
@@ -149,8 +151,7 @@ thread_local! {
             cache: [const { Cell::new(Cached::EMPTY) }; CACHE_SLOTS],
             readers: Cell::new(0),
             kept: Cell::new(false),
-            tasks: Cell::new(0),
-            has_critical: Cell::new(false),
+            critical: Cell::new(ptr::null_mut()),
         }
     };
     static OWN: Own = const {
@@ -207,7 +208,7 @@ impl Hot {
     /// S21 for thread-critical storage: only a task entry gives a task storage of its own.
     #[inline]
     fn refuses_critical_write(&self) -> bool {
-        self.tasks.get() == 0 && isolation::in_task()
+        self.critical.get().is_null() && isolation::in_task()
     }
 }
 
@@ -456,6 +457,12 @@ pub(crate) fn check_writable(call: &'static str, thread_critical: bool) {
 /// Runs `f` on the thread-critical storage in use (S19); `None` if there is none yet. `f` must
 /// not run user code nor drop user values.
 pub(crate) fn read_critical<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
+    let task = with_hot(|hot| hot.critical.get());
+    if !task.is_null() {
+        // SAFETY: a non-null `Hot::critical` points to a live storage that nothing else uses
+        // (invariant 1), and `f` runs no code that could change it (invariant 2).
+        return f(unsafe { &*task }.as_deref());
+    }
     let mut f = Some(f);
     let read = OWN.try_with(|own| {
         let critical = own.critical.take();
@@ -483,21 +490,32 @@ pub(crate) fn modify_critical<R>(
     call: &'static str,
     f: impl FnOnce(&mut Context) -> R,
 ) -> Option<R> {
-    if with_hot(Hot::refuses_critical_write) {
-        isolation::refuse_write(call);
-    }
-    OWN.try_with(|own| {
-        let mut critical = own.critical.take();
+    let task = with_hot(|hot| {
+        if hot.refuses_critical_write() {
+            isolation::refuse_write(call);
+        }
+        hot.critical.get()
+    });
+    let write = |critical: &mut Critical| {
         let storage = critical.get_or_insert_with(Box::default);
         let result = f(storage);
-        let retired = storage.take_retired();
-        own.critical.set(critical);
-        with_hot(|hot| hot.has_critical.set(true));
-        (result, retired)
-    })
-    .ok()
-    // What the write retired drops once the storage is back in place.
-    .map(|(result, _retired)| result)
+        (result, storage.take_retired())
+    };
+    let written = match task.is_null() {
+        // SAFETY: as in `read_critical`; the `&mut` ends with `write`, before what the write
+        // retired is dropped.
+        false => Some(write(unsafe { &mut *task })),
+        true => OWN
+            .try_with(|own| {
+                let mut critical = own.critical.take();
+                let written = write(&mut critical);
+                own.critical.set(critical);
+                written
+            })
+            .ok(),
+    };
+    // What the write retired drops once the storage is no longer borrowed.
+    written.map(|(result, _retired)| result)
 }
 
 /// What a guard enters, as raw pointers (see invariant 1): a context, and for a task also its
@@ -591,63 +609,38 @@ impl Entry for Box<OwnedTask> {
 /// What entering replaced, to put back on leaving.
 struct Previous {
     context: *mut Context,
-    /// Whether the entry's thread-critical storage was swapped in (to swap back on leaving).
-    own_storage: bool,
+    /// The thread-critical storage in use before, if the entry put its own in its place.
+    critical: Option<*mut Critical>,
 }
 
 /// Makes `entry` current: its context, and for a task entry its thread-critical storage when
 /// the entry is a task of its own (the outermost task entry on the thread, or a forced one).
 #[inline]
 fn enter(hot: &Hot, entry: &RawEntry, task: bool) -> Previous {
-    let mut own_storage = false;
-    if task && !entry.critical.is_null() {
-        own_storage = entry.forced_own_storage || hot.tasks.get() == 0;
-        hot.tasks.set(hot.tasks.get() + 1);
-        if own_storage {
-            swap_critical(hot, entry.critical);
-        }
+    let mut critical = None;
+    if task
+        && !entry.critical.is_null()
+        && (entry.forced_own_storage || hot.critical.get().is_null())
+    {
+        critical = Some(hot.critical.replace(entry.critical));
     }
     hot.changed();
     Previous {
         context: hot.active.replace(entry.context),
-        own_storage,
+        critical,
     }
 }
 
 /// Undoes [`enter`].
 #[inline]
-fn leave(hot: &Hot, entry: &RawEntry, previous: &Previous, task: bool) {
+fn leave(hot: &Hot, previous: &Previous, task: bool) {
     hot.active.set(previous.context);
     hot.changed();
-    if task && !entry.critical.is_null() {
-        hot.tasks.set(hot.tasks.get() - 1);
-        if previous.own_storage {
-            swap_critical(hot, entry.critical);
+    if task {
+        if let Some(critical) = previous.critical {
+            hot.critical.set(critical);
         }
     }
-}
-
-/// Exchanges the thread-critical storage in use with a task's, unless both are empty.
-#[inline]
-fn swap_critical(hot: &Hot, critical: *mut Critical) {
-    // SAFETY: `critical` comes from an `Entry` borrowed (or boxed) for as long as it is entered
-    // (invariant 1), and nothing else uses it meanwhile: only `enter` and `leave` touch it.
-    let critical = unsafe { &mut *critical };
-    if critical.is_some() || hot.has_critical.get() {
-        swap_critical_storage(hot, critical);
-    }
-}
-
-/// Out of line: most tasks never use thread-critical values, and keeping this out of `enter`
-/// and `leave` lets a `run` or a poll inline whole.
-#[cold]
-#[inline(never)]
-fn swap_critical_storage(hot: &Hot, critical: &mut Critical) {
-    // During thread teardown there is no storage to swap with; the task keeps its own.
-    let _ = OWN.try_with(|own| {
-        hot.has_critical.set(critical.is_some());
-        own.critical.swap(Cell::from_mut(critical));
-    });
 }
 
 /// An entered context, current until the guard drops: the one way in. Made only in this
@@ -698,7 +691,7 @@ impl<E: Entry> Entered<E> {
         // A borrowed entry leaves unconditionally: its guard is on `run_in`'s stack, so every
         // borrowed entry made after it has been left already, and an owned one entered after it
         // and not left is never left later (it is not innermost then).
-        leave(hot, &self.entry, &self.previous, E::TASK);
+        leave(hot, &self.previous, E::TASK);
         true
     }
 }

@@ -603,7 +603,8 @@
 //!   it in place. This is the crate's one module with `unsafe` code; its invariants are written
 //!   down in it and checked by Miri in CI.
 //! - **Reads.** Each thread caches its last lookups of a few variables, valid until the current
-//!   context next changes (an enter, a leave or a write), as CPython caches per variable. A
+//!   context next changes (an enter, a leave or a write), as CPython caches per variable; a
+//!   `set` caches the value it binds, so a read after it hits. A
 //!   reader that runs user code ([`ContextVar::with`]) may see that code `set` the very
 //!   variable it reads: the write then keeps a copy of the old map until the read ends.
 //! - **The S21 check.** Only a write with no context entered on the thread asks Tokio whether it
