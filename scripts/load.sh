@@ -12,6 +12,8 @@
 # 4. Tokio's primitive (`task-local`): `plain` against `task-local`, the `contextvars`
 #    server's work done with `tokio::task_local!` (the request id as an `Arc<String>`, cloned
 #    for each of the 5 reads and for the child, which gets a scope of its own).
+#    `over-task-local`: `task-local` against `contextvars`, both loaded at once: what the crate
+#    costs over Tokio's primitive doing the same work.
 # 5. The two-service example (examples/two-services), edge -> billing over loopback, with the
 #    propagation layers (PropagateLayer on edge's client, ContextLayer::extract on billing) and
 #    without them (`--no-propagation`). wrk sends `x-tenant: acme1`: its baggage header,
@@ -32,11 +34,11 @@
 # request is the closest figure to the crate's own cost (it makes no system calls), with one
 # caveat: unless the kernel accounts CPU time precisely, it splits user from system time by
 # sampling at each timer tick, so the user share alone can be noisier than the total.
-# Needs bash >= 4.4. A full run with the defaults takes about 11 minutes.
+# Needs bash >= 4.4. A full run with the defaults takes about 13 minutes.
 # Usage: bash scripts/load.sh
 #   (env: ROUNDS=20 DURATION=5s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1 METHOD=together|abba
-#    SUITES="control busy hello task-local two-layers two-services": the comparisons to run,
-#    in order)
+#    SUITES="control busy hello task-local over-task-local two-layers two-services": the
+#    comparisons to run, in order)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -58,12 +60,12 @@ together | abba) ;;
     exit 1
     ;;
 esac
-SUITES=${SUITES:-control busy hello task-local two-layers two-services}
+SUITES=${SUITES:-control busy hello task-local over-task-local two-layers two-services}
 for suite in $SUITES; do
     case $suite in
-    control | busy | hello | task-local | two-layers | two-services) ;;
+    control | busy | hello | task-local | over-task-local | two-layers | two-services) ;;
     *)
-        echo "unknown suite '$suite' in SUITES (control, busy, hello, task-local, two-layers, two-services)" >&2
+        echo "unknown suite '$suite' in SUITES (control, busy, hello, task-local, over-task-local, two-layers, two-services)" >&2
         exit 1
         ;;
     esac
@@ -319,6 +321,11 @@ for suite in $SUITES; do
         compare "tokio::task_local: plain against the same work done with Tokio's primitive" \
             plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
             task-local "http://$HOST:$TL_PORT/" "$TL_PID" "$CONNECTIONS"
+        ;;
+    over-task-local)
+        compare "contextvars over tokio::task_local: the same work, with each" \
+            task-local "http://$HOST:$TL_PORT/" "$TL_PID" \
+            contextvars "http://$HOST:$CV_PORT/" "$CV_PID" "$CONNECTIONS"
         ;;
     two-services)
         compare "two services, edge -> billing" \

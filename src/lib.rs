@@ -611,10 +611,10 @@
 //!   runs inside a task (`tokio::task::try_id()`); inside any entered context it costs nothing.
 //! - **Costs** (2-core CI machine, rough orders): a read is 2–4 ns, about a `task_local!`
 //!   read; a copy is ~4 ns at any size; entering a context ~1.5 ns, about a `thread_local!`
-//!   swap, and a [`Scoped`] poll ~1 ns; a `set` allocates its `Arc` and, with its `reset`,
-//!   costs ~35 ns, ~45 ns with a copy alive at any size; the first `set` in a new context
-//!   ~45–50 ns; a `task::spawn` ~25–35 ns over `tokio::spawn`; [`tower::ContextLayer`] ~30 ns
-//!   per request. Every figure, with its command and its baseline (`thread_local!`,
+//!   swap, and a [`Scoped`] poll under 1 ns; a `set` allocates its `Arc` and, with its
+//!   `reset`, costs ~36 ns, ~50 ns with a copy alive at any size; the first `set` in a new
+//!   context ~44 ns; a `task::spawn` ~20–35 ns over `tokio::spawn`; [`tower::ContextLayer`]
+//!   ~30 ns per request. Every figure, with its command and its baseline (`thread_local!`,
 //!   `task_local!`, `opentelemetry::Context`), is in
 //!   [BENCHMARKS.md](https://github.com/contextvars-rs/contextvars/blob/main/BENCHMARKS.md).
 //!

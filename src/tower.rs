@@ -61,8 +61,8 @@
 //! works the same). axum boxes the service of every `Router::layer` call, and clones it and
 //! boxes its future on every request. Measured on the repository's load-test server (an axum
 //! hello-world called in process, BENCHMARKS.md), a call of its own for `ContextLayer` costs
-//! 1,400–1,700 instructions per request, about as much as all the crate's own work for the
-//! request (1,300–1,500). This holds for any middleware: axum's docs recommend
+//! 1,400–1,700 instructions per request, more than all the crate's own work for the request
+//! (1,100–1,300). This holds for any middleware: axum's docs recommend
 //! `ServiceBuilder` for several layers (`tower` in your dependencies).
 //!
 //! The layer works on any
