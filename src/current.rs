@@ -192,6 +192,23 @@ impl Hot {
         }
     }
 
+    /// The cache slot of the variable with this id.
+    #[inline]
+    fn slot(&self, id: u64) -> &Cell<Cached> {
+        &self.cache[id as usize % CACHE_SLOTS]
+    }
+
+    /// Caches that the variable with this id is bound to `value` (null: unbound) in the
+    /// current version (invariant 4).
+    #[inline]
+    fn remember(&self, id: u64, value: *const ()) {
+        self.slot(id).set(Cached {
+            id,
+            version: self.version.get(),
+            value,
+        });
+    }
+
     /// The current context may have changed: cached lookups are stale.
     #[inline]
     fn changed(&self) {
@@ -237,16 +254,15 @@ pub(crate) fn read<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
 #[inline]
 fn find<T: Send + Sync + 'static>(hot: &Hot, var: &ContextVar<T>) -> *const T {
     let id = var.id();
-    let slot = &hot.cache[id as usize % CACHE_SLOTS];
-    let cached = slot.get();
+    let cached = hot.slot(id).get();
     if cached.id == id && cached.version == hot.version.get() {
         return cached.value.cast();
     }
-    find_uncached(hot, id, slot)
+    find_uncached(hot, id)
 }
 
 #[inline(never)]
-fn find_uncached<T: Any>(hot: &Hot, id: u64, slot: &Cell<Cached>) -> *const T {
+fn find_uncached<T: Any>(hot: &Hot, id: u64) -> *const T {
     let context = hot.current();
     if context.is_null() {
         return ptr::null();
@@ -258,11 +274,7 @@ fn find_uncached<T: Any>(hot: &Hot, id: u64, slot: &Cell<Cached>) -> *const T {
         Some(binding) if binding.value.is::<T>() => Arc::as_ptr(&binding.value).cast::<T>(),
         _ => ptr::null(),
     };
-    slot.set(Cached {
-        id,
-        version: hot.version.get(),
-        value: value.cast(),
-    });
+    hot.remember(id, value.cast());
     value
 }
 
@@ -392,16 +404,9 @@ pub(crate) fn modify_binding<T: Send + Sync + 'static, R>(
     value: *const T,
     f: impl FnOnce(&mut Context) -> R,
 ) -> Option<R> {
-    modify_then(call, f, |hot| {
-        let id = var.id();
-        // Invariant 4: made in the version the write started, for the value it bound under
-        // `var`'s id. Whatever runs later and changes the context starts a new version.
-        hot.cache[id as usize % CACHE_SLOTS].set(Cached {
-            id,
-            version: hot.version.get(),
-            value: value.cast(),
-        });
-    })
+    // Invariant 4: made in the version the write started, for the value it bound under `var`'s
+    // id. Whatever runs later and changes the context starts a new version.
+    modify_then(call, f, |hot| hot.remember(var.id(), value.cast()))
 }
 
 /// [`modify`], with `then` run after `f`, before anything the write displaced is dropped.
@@ -618,10 +623,9 @@ struct Previous {
 #[inline]
 fn enter(hot: &Hot, entry: &RawEntry, task: bool) -> Previous {
     let mut critical = None;
-    if task
-        && !entry.critical.is_null()
-        && (entry.forced_own_storage || hot.critical.get().is_null())
-    {
+    // A task entry always has a storage: only a plain `run`'s (`TASK` false) is null.
+    if task && (entry.forced_own_storage || hot.critical.get().is_null()) {
+        debug_assert!(!entry.critical.is_null(), "a task entry without storage");
         critical = Some(hot.critical.replace(entry.critical));
     }
     hot.changed();

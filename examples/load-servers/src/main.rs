@@ -24,8 +24,8 @@
 //! - `task-local`: the `contextvars` server's work done with `tokio::task_local!` instead, no
 //!   contextvars: the middleware scopes the request id as an `Arc<String>`, the handler clones
 //!   that `Arc` 5 times (what `ContextVar::get` returns) and scopes its child with a clone of
-//!   it. What the least a request-scoped value that children inherit costs, with Tokio's own
-//!   primitive (which cannot be set in place nor inherited by itself).
+//!   it: about the least a request-scoped value that a child task inherits can cost, done with
+//!   Tokio's own primitive (which cannot be set in place and is not inherited by itself).
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -42,11 +42,12 @@ use contextvars::tower::ContextLayer;
 use tower::ServiceBuilder;
 
 static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 tokio::task_local! {
+    /// The `task-local` server's request id.
     static TASK_LOCAL_REQUEST_ID: Arc<String>;
 }
-static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// How long `plain-busy` spins per request. With the clock reads around the spin it adds
 /// ~140 ns per request in process, about what the crate adds to the `contextvars` server's
