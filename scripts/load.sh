@@ -86,7 +86,12 @@ if ! command -v wrk >/dev/null; then
     $SUDO apt-get install -y wrk
 fi
 
-cargo build --release -p load-servers -p two-services
+# One build per package, each with only the features it asks for, as a service is built: built
+# together, feature unification gives load-servers the crate's `tracing` and `opentelemetry`
+# code and Tokio's timers, and the compiler inlines the request path differently (~190 more
+# instructions per request in the `contextvars` server, BENCHMARKS.md).
+cargo build --release -p load-servers
+cargo build --release -p two-services
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN="$TARGET_DIR/release"

@@ -218,8 +218,11 @@ impl ContextFields {
     /// `.compact()`, `.pretty()` or `.json()` variants, or your own), to add the fields to
     /// each line: in front of a text line, as top-level members of a JSON object.
     ///
-    /// A line is JSON when `inner` is tracing-subscriber's JSON formatter, or when the writer
-    /// has ANSI colours off and the line `inner` writes starts with `{`.
+    /// A line is JSON when `inner` is tracing-subscriber's JSON formatter, or when `inner` is
+    /// a formatter of your own, the writer has ANSI colours off and the line `inner` writes
+    /// starts with `{`. tracing-subscriber's text formats always write text lines (a message
+    /// that starts with `{` included), and they write straight to the output: the fields cost
+    /// what writing them costs (`benches/tracing.rs`).
     ///
     /// # Examples
     ///
@@ -234,7 +237,7 @@ impl ContextFields {
     pub fn wrap<F>(self, inner: F) -> WithContextFields<F> {
         WithContextFields {
             fields: self,
-            json: is_json_format::<F>(),
+            kind: FormatKind::of::<F>(),
             inner,
         }
     }
@@ -322,9 +325,43 @@ impl fmt::Debug for ContextFields {
 #[derive(Debug)]
 pub struct WithContextFields<F> {
     fields: ContextFields,
-    /// `F` is tracing-subscriber's JSON formatter, which ignores ANSI settings.
-    json: bool,
+    kind: FormatKind,
     inner: F,
+}
+
+/// What [`WithContextFields`] knows of its inner formatter's output from its type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FormatKind {
+    /// tracing-subscriber's text formatters (`Format<Full | Compact | Pretty, _>`): a text
+    /// line, whatever it starts with.
+    Text,
+    /// tracing-subscriber's JSON formatter, which ignores ANSI settings.
+    Json,
+    /// Another formatter: its first bytes tell (a JSON object or a text line).
+    Other,
+}
+
+impl FormatKind {
+    /// The kind of `F`, from its type name: the first parameter of `Format<L, T>` (left out of
+    /// the name when both are the defaults, `Full` and `SystemTime`).
+    fn of<F>() -> FormatKind {
+        let name = std::any::type_name::<F>();
+        if name == "tracing_subscriber::fmt::format::Format" {
+            return FormatKind::Text;
+        }
+        let Some(parameters) = name.strip_prefix("tracing_subscriber::fmt::format::Format<") else {
+            return FormatKind::Other;
+        };
+        match parameters.split([',', '>']).next() {
+            Some(
+                "tracing_subscriber::fmt::format::Full"
+                | "tracing_subscriber::fmt::format::Compact"
+                | "tracing_subscriber::fmt::format::pretty::Pretty",
+            ) => FormatKind::Text,
+            Some("tracing_subscriber::fmt::format::json::Json") => FormatKind::Json,
+            _ => FormatKind::Other,
+        }
+    }
 }
 
 impl<S, N, F> FormatEvent<S, N> for WithContextFields<F>
@@ -339,11 +376,18 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        if self.kind == FormatKind::Text {
+            // A text line: the fields in front, then the inner formatter writes straight to the
+            // output (through `Splice`, every write of the line would cost one more dynamic
+            // call: ~1,700 instructions and ~100 ns a line, BENCHMARKS.md).
+            self.fields.write_text(&mut writer)?;
+            return self.inner.format_event(ctx, writer, event);
+        }
         if !self.fields.any_set()? {
             // Nothing to add: the inner formatter writes straight to the output.
             return self.inner.format_event(ctx, writer, event);
         }
-        if writer.has_ansi_escapes() && !self.json {
+        if writer.has_ansi_escapes() && self.kind != FormatKind::Json {
             // A coloured text line: the inner formatter keeps the writer and its colours.
             self.fields.write_text(&mut writer)?;
             return self.inner.format_event(ctx, writer, event);
@@ -357,12 +401,6 @@ where
         self.inner
             .format_event(ctx, Writer::new(&mut splice), event)
     }
-}
-
-/// Whether `F` is tracing-subscriber's `Format<Json, _>`.
-fn is_json_format<F>() -> bool {
-    let name = std::any::type_name::<F>();
-    name.starts_with("tracing_subscriber::fmt::format::Format<") && name.contains("::Json")
 }
 
 /// Passes what the inner formatter writes through, adding the fields at the start of the line:
@@ -456,5 +494,31 @@ struct FnAsDisplay<'a, T, F>(&'a T, &'a F);
 impl<T, F: Fn(&T, &mut fmt::Formatter<'_>) -> fmt::Result> fmt::Display for FnAsDisplay<'_, T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         (self.1)(self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FormatKind;
+    use tracing_subscriber::fmt::format;
+
+    fn kind_of<F>(_: &F) -> FormatKind {
+        FormatKind::of::<F>()
+    }
+
+    #[test]
+    fn tracing_subscribers_formats_are_known_by_type() {
+        assert_eq!(kind_of(&format()), FormatKind::Text);
+        assert_eq!(kind_of(&format().without_time()), FormatKind::Text);
+        assert_eq!(kind_of(&format().compact()), FormatKind::Text);
+        assert_eq!(kind_of(&format().pretty()), FormatKind::Text);
+        assert_eq!(kind_of(&format().json()), FormatKind::Json);
+        assert_eq!(kind_of(&format().json().without_time()), FormatKind::Json);
+        // Anything else is told by its output.
+        assert_eq!(kind_of(&()), FormatKind::Other);
+        assert_eq!(
+            FormatKind::of::<super::WithContextFields<format::Format>>(),
+            FormatKind::Other
+        );
     }
 }

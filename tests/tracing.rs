@@ -281,6 +281,33 @@ fn a_json_object_that_closes_at_once_stays_valid() {
     );
 }
 
+#[test]
+fn a_text_line_that_starts_with_a_brace_gets_the_fields_in_front() {
+    // tracing-subscriber's text format with nothing before the message: the line starts with
+    // the message's `{`, and is still a text line, not a JSON object to splice into.
+    let sink = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(sink.clone())
+        .with_ansi(false)
+        .event_format(
+            ContextFields::new().var(&REQUEST_ID).wrap(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_level(false)
+                    .with_target(false),
+            ),
+        )
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        contextvars::Context::new().run(|| {
+            tracing::info!("{{not json}}");
+            REQUEST_ID.set("r-1".into());
+            tracing::info!("{{not json}}");
+        })
+    });
+    assert_eq!(sink.lines(), ["{not json}", "request_id=r-1 {not json}"]);
+}
+
 #[derive(Debug)]
 #[allow(dead_code)] // read through Debug only
 struct User {

@@ -8,7 +8,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum_request_id::{HEADER, app, subscriber};
+use axum_request_id::{HEADER, app, log_format};
 use tracing_subscriber::fmt::MakeWriter;
 
 const REQUESTS: usize = 500;
@@ -44,7 +44,13 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 #[test]
 fn concurrent_requests_each_log_only_their_own_id() {
     let logs = Captured::default();
-    subscriber().with_writer(logs.clone()).init();
+    // `subscriber()` with no colours, whatever features the build unifies (`cargo test
+    // --workspace` turns on tracing-subscriber's `ansi`): the checks read `key=value` text.
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .event_format(log_format())
+        .with_writer(logs.clone())
+        .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)

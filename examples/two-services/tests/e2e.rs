@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
-use two_services::{TENANT_HEADER, billing, edge, subscriber};
+use two_services::{TENANT_HEADER, billing, edge, log_format};
 
 const REQUESTS: usize = 500;
 /// Lines billing logs per request: invoicing, ledger (a spawned child task), done.
@@ -48,7 +48,13 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 #[test]
 fn every_tenant_arrives_in_billing_in_its_own_request() {
     let logs = Captured::default();
-    subscriber().with_writer(logs.clone()).init();
+    // `subscriber()` with no colours, whatever features the build unifies (`cargo test
+    // --workspace` turns on tracing-subscriber's `ansi`): the checks read `key=value` text.
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .event_format(log_format())
+        .with_writer(logs.clone())
+        .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
