@@ -88,6 +88,24 @@ fn one_line(c: &mut Criterion) {
         },
     );
     group.finish();
+
+    let mut group = c.benchmark_group("tracing: one INFO line, JSON format, to io::sink");
+    tracing::subscriber::with_default(subscriber(format().json()), || {
+        group.bench_function("baseline: the id as an event field", |b| {
+            b.iter(|| tracing::info!(request_id = %black_box(&id), "handling"))
+        });
+    });
+    tracing::subscriber::with_default(
+        subscriber(ContextFields::new().var(&REQUEST_ID).wrap(format().json())),
+        || {
+            context.run(|| {
+                group.bench_function("ContextFields: the id from the context", |b| {
+                    b.iter(|| tracing::info!("handling"))
+                });
+            });
+        },
+    );
+    group.finish();
 }
 
 fn format() -> Format {

@@ -60,6 +60,7 @@
 //! Values are written as JSON strings. Give the variables names that do not clash with the
 //! formatter's own keys (`timestamp`, `level`, `fields`, `target`, `span`, `spans`).
 
+use std::cell::Cell;
 use std::fmt::{self, Write as _};
 
 use ::tracing::{Event, Subscriber};
@@ -378,8 +379,7 @@ where
     ) -> fmt::Result {
         if self.kind == FormatKind::Text {
             // A text line: the fields in front, then the inner formatter writes straight to the
-            // output (through `Splice`, every write of the line would cost one more dynamic
-            // call: ~1,700 instructions and ~100 ns a line, BENCHMARKS.md).
+            // output, with nothing in between (BENCHMARKS.md, *Logging*).
             self.fields.write_text(&mut writer)?;
             return self.inner.format_event(ctx, writer, event);
         }
@@ -392,60 +392,46 @@ where
             self.fields.write_text(&mut writer)?;
             return self.inner.format_event(ctx, writer, event);
         }
-        // Decide on the first bytes the inner formatter writes: JSON object or text line.
-        let mut splice = Splice {
-            out: writer.by_ref(),
-            fields: &self.fields,
-            state: State::Start,
-        };
-        self.inner
-            .format_event(ctx, Writer::new(&mut splice), event)
+        // Another formatter, or JSON: the line is formatted first, then its first byte decides
+        // where the fields go (a JSON object or a text line).
+        let mut line = LINE.try_with(Cell::take).unwrap_or_default();
+        line.clear();
+        let result = self
+            .inner
+            .format_event(ctx, Writer::new(&mut line), event)
+            .and_then(|()| self.fields.write_into_line(&line, &mut writer));
+        if line.capacity() <= MAX_KEPT_LINE {
+            let _ = LINE.try_with(|kept| kept.set(line));
+        }
+        result
     }
 }
 
-/// Passes what the inner formatter writes through, adding the fields at the start of the line:
-/// after the `{` of a JSON object, in front of anything else.
-struct Splice<'a, 'w> {
-    out: Writer<'w>,
-    fields: &'a ContextFields,
-    state: State,
+std::thread_local! {
+    /// The buffer [`WithContextFields`] formats a line into, kept for the thread's next line
+    /// (taken out while in use, so a log call made while formatting gets a new one).
+    static LINE: Cell<String> = const { Cell::new(String::new()) };
 }
 
-#[derive(Clone, Copy)]
-enum State {
-    /// Nothing written yet.
-    Start,
-    /// A JSON object's `{` is written; the fields go next, followed by a comma unless the
-    /// object closes right away.
-    InObject,
-    /// The fields are written.
-    Done,
-}
+/// A line buffer with more capacity than this (a line that long) is dropped, not kept.
+const MAX_KEPT_LINE: usize = 16 * 1024;
 
-impl fmt::Write for Splice<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut s = s;
-        loop {
-            match self.state {
-                State::Done => return self.out.write_str(s),
-                _ if s.is_empty() => return Ok(()),
-                State::Start => {
-                    if let Some(rest) = s.strip_prefix('{') {
-                        self.out.write_char('{')?;
-                        self.state = State::InObject;
-                        s = rest;
-                    } else {
-                        self.fields.write_text(&mut self.out)?;
-                        self.state = State::Done;
-                    }
+impl ContextFields {
+    /// Writes `line`, which the inner formatter wrote, with the fields added: after the `{` of
+    /// a JSON object (followed by a comma unless the object closes right away), in front of
+    /// anything else.
+    fn write_into_line(&self, line: &str, out: &mut Writer<'_>) -> fmt::Result {
+        match line.strip_prefix('{') {
+            Some(rest) => {
+                out.write_char('{')?;
+                if self.write_json(out)? && !rest.starts_with('}') {
+                    out.write_char(',')?;
                 }
-                State::InObject => {
-                    let wrote = self.fields.write_json(&mut self.out)?;
-                    if wrote && !s.starts_with('}') {
-                        self.out.write_char(',')?;
-                    }
-                    self.state = State::Done;
-                }
+                out.write_str(rest)
+            }
+            None => {
+                self.write_text(out)?;
+                out.write_str(line)
             }
         }
     }

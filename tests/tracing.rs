@@ -308,6 +308,63 @@ fn a_text_line_that_starts_with_a_brace_gets_the_fields_in_front() {
     assert_eq!(sink.lines(), ["{not json}", "request_id=r-1 {not json}"]);
 }
 
+#[test]
+fn a_formatter_of_ones_own_gets_the_fields_by_its_first_byte() {
+    // Text or JSON, told by the line it writes: `{` starts an object.
+    struct Own;
+    impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Own
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+        N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+            mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+            event: &tracing::Event<'_>,
+        ) -> std::fmt::Result {
+            use tracing_subscriber::fmt::FormatFields as _;
+            let json = event.metadata().target().ends_with("json");
+            if json {
+                writer.write_str("{\"event\":\"")?;
+            } else {
+                writer.write_str("event: ")?;
+            }
+            ctx.format_fields(writer.by_ref(), event)?;
+            writer.write_str(if json { "\"}\n" } else { "\n" })
+        }
+    }
+    let sink = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(sink.clone())
+        .with_ansi(false)
+        .event_format(ContextFields::new().var(&REQUEST_ID).wrap(Own))
+        .finish();
+    // Longer than the buffer a thread keeps between lines, then short again.
+    let long = "x".repeat(40_000);
+    tracing::subscriber::with_default(subscriber, || {
+        contextvars::Context::new().run(|| {
+            tracing::info!(target: "text", "one");
+            REQUEST_ID.set("r-1".into());
+            tracing::info!(target: "text", "two");
+            tracing::info!(target: "json", "three");
+            tracing::info!(target: "text", "{long}");
+            tracing::info!(target: "json", "four");
+        })
+    });
+    let lines = sink.lines();
+    assert_eq!(
+        lines,
+        [
+            "event: one".to_string(),
+            "request_id=r-1 event: two".to_string(),
+            r#"{"request_id":"r-1","event":"three"}"#.to_string(),
+            format!("request_id=r-1 event: {long}"),
+            r#"{"request_id":"r-1","event":"four"}"#.to_string(),
+        ]
+    );
+}
+
 #[derive(Debug)]
 #[allow(dead_code)] // read through Debug only
 struct User {
