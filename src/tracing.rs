@@ -277,7 +277,13 @@ impl ContextFields {
     fn write_text(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         for field in &self.fields {
             let name = field.name;
-            (field.show)(&mut |value| write!(out, "{name}={value} "))?;
+            (field.show)(&mut |value| {
+                // Piece by piece: one `write!` of the whole would parse a format string.
+                out.write_str(name)?;
+                out.write_char('=')?;
+                write!(out, "{value}")?;
+                out.write_char(' ')
+            })?;
         }
         Ok(())
     }
