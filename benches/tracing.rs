@@ -1,6 +1,7 @@
-//! What one log line costs with `tracing::ContextFields`: tracing-subscriber's text format
-//! writing to `io::sink`, the request id shown in front of the line, against the same line with
-//! the id passed as an event field (what a service without this crate writes), in the same run.
+//! What one log line costs with `tracing::ContextFields`: tracing-subscriber's text and JSON
+//! formats writing to `io::sink`, the request id read from the context, against the same line
+//! with the id passed as an event field (what a service without this crate writes), in the same
+//! run and format. `examples/log-lines` writes the same lines for counting instructions.
 //!
 //! `cargo bench --bench tracing --features tracing` (see BENCHMARKS.md for the figures).
 
@@ -17,7 +18,7 @@ use tracing_subscriber::registry::LookupSpan;
 static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
 
 /// tracing-subscriber's default format behind a type of its own: a formatter
-/// `ContextFields` does not know, whose first bytes tell it where the fields go.
+/// `ContextFields` does not know, whose line's first byte tells it where the fields go.
 struct OwnFormat(Format);
 
 impl<S, N> FormatEvent<S, N> for OwnFormat

@@ -342,7 +342,7 @@ impl Baggage {
     /// ```
     /// use contextvars::ContextVar;
     /// use contextvars::propagation::Baggage;
-    /// use http::{HeaderMap, HeaderName, HeaderValue};
+    /// use http::{HeaderMap, HeaderValue};
     ///
     /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
     /// let baggage = Baggage::new().var(&TENANT);
@@ -416,7 +416,7 @@ impl Baggage {
     /// ```
     /// use contextvars::ContextVar;
     /// use contextvars::propagation::Baggage;
-    /// use http::{HeaderMap, HeaderName, HeaderValue};
+    /// use http::{HeaderMap, HeaderValue};
     ///
     /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
     /// static RETRIES: ContextVar<u32> = ContextVar::new("retries");

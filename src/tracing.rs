@@ -288,6 +288,25 @@ impl ContextFields {
         Ok(())
     }
 
+    /// Writes `line`, which the inner formatter wrote, with the fields added: after the `{` of
+    /// a JSON object (followed by a comma unless the object closes right away), in front of
+    /// anything else.
+    fn write_into_line(&self, line: &str, out: &mut Writer<'_>) -> fmt::Result {
+        match line.strip_prefix('{') {
+            Some(rest) => {
+                out.write_char('{')?;
+                if self.write_json(out)? && !rest.starts_with('}') {
+                    out.write_char(',')?;
+                }
+                out.write_str(rest)
+            }
+            None => {
+                self.write_text(out)?;
+                out.write_str(line)
+            }
+        }
+    }
+
     /// `"name":"value"` for each field with a value, separated by commas; whether any was written.
     fn write_json(&self, out: &mut dyn fmt::Write) -> Result<bool, fmt::Error> {
         let mut first = true;
@@ -421,27 +440,6 @@ std::thread_local! {
 
 /// A line buffer with more capacity than this (a line that long) is dropped, not kept.
 const MAX_KEPT_LINE: usize = 16 * 1024;
-
-impl ContextFields {
-    /// Writes `line`, which the inner formatter wrote, with the fields added: after the `{` of
-    /// a JSON object (followed by a comma unless the object closes right away), in front of
-    /// anything else.
-    fn write_into_line(&self, line: &str, out: &mut Writer<'_>) -> fmt::Result {
-        match line.strip_prefix('{') {
-            Some(rest) => {
-                out.write_char('{')?;
-                if self.write_json(out)? && !rest.starts_with('}') {
-                    out.write_char(',')?;
-                }
-                out.write_str(rest)
-            }
-            None => {
-                self.write_text(out)?;
-                out.write_str(line)
-            }
-        }
-    }
-}
 
 /// Writes what it is given as the inside of a JSON string.
 struct JsonEscape<'a>(&'a mut dyn fmt::Write);
