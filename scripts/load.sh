@@ -27,6 +27,8 @@
 # other (in odd rounds the baseline first, in even rounds the other; an even ROUNDS balances
 # the order). On this 2-core machine two identical servers' ratio spread with a standard
 # deviation of 1.3-2.7 % per round together, 11 % one after the other (BENCHMARKS.md).
+# RESTART=round (the default): every round loads servers started for it; RESTART=never: the
+# same two servers for all the rounds of a comparison (see `compare`).
 #
 # Per round it prints each server's requests/s and its CPU time per request (user + system
 # time of the server process during the run, divided by the requests wrk counted), user and
@@ -34,9 +36,10 @@
 # request is the closest figure to the crate's own cost (it makes no system calls), with one
 # caveat: unless the kernel accounts CPU time precisely, it splits user from system time by
 # sampling at each timer tick, so the user share alone can be noisier than the total.
-# Needs bash >= 4.4. A full run with the defaults takes about 13 minutes.
+# Needs bash >= 4.4. A full run with the defaults takes about 15 minutes.
 # Usage: bash scripts/load.sh
 #   (env: ROUNDS=20 DURATION=5s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1 METHOD=together|abba
+#    RESTART=round|never BASE_PORT=18080 (and the three ports after it)
 #    SUITES="control busy hello task-local over-task-local two-layers two-services": the
 #    comparisons to run, in order)
 set -euo pipefail
@@ -53,6 +56,14 @@ HZ=$(getconf CLK_TCK)
 # steady the hello-world figures here, and it puts both of two-services' servers on one core.
 PIN=${PIN:-0}
 METHOD=${METHOD:-together}
+RESTART=${RESTART:-round}
+case $RESTART in
+round | never) ;;
+*)
+    echo "unknown RESTART '$RESTART' (round, never)" >&2
+    exit 1
+    ;;
+esac
 case $METHOD in
 together | abba) ;;
 *)
@@ -96,6 +107,7 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN="$TARGET_DIR/release"
 
+# The servers running, for `cleanup`.
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -112,37 +124,42 @@ wait_port() {
     exit 1
 }
 
-PLAIN_PORT=$BASE_PORT
-CV_PORT=$((BASE_PORT + 1))
-TS_ON_EDGE=$((BASE_PORT + 2))
-TS_ON_BILLING=$((BASE_PORT + 3))
-TS_OFF_EDGE=$((BASE_PORT + 4))
-TS_OFF_BILLING=$((BASE_PORT + 5))
-CV2_PORT=$((BASE_PORT + 6))
-PLAIN2_PORT=$((BASE_PORT + 7))
-BUSY_PORT=$((BASE_PORT + 8))
-TL_PORT=$((BASE_PORT + 9))
-
-$SERVER "$BIN/load-servers" plain "$PLAIN_PORT" >/dev/null &
-PLAIN_PID=$!
-$SERVER "$BIN/load-servers" contextvars "$CV_PORT" >/dev/null &
-CV_PID=$!
-$SERVER "$BIN/load-servers" contextvars-two-layers "$CV2_PORT" >/dev/null &
-CV2_PID=$!
-$SERVER "$BIN/load-servers" plain "$PLAIN2_PORT" >/dev/null &
-PLAIN2_PID=$!
-$SERVER "$BIN/load-servers" plain-busy "$BUSY_PORT" >/dev/null &
-BUSY_PID=$!
-$SERVER "$BIN/load-servers" task-local "$TL_PORT" >/dev/null &
-TL_PID=$!
-$SERVER "$BIN/two-services" "$TS_ON_EDGE" "$TS_ON_BILLING" >/dev/null 2>&1 &
-TS_ON_PID=$!
-$SERVER "$BIN/two-services" --no-propagation "$TS_OFF_EDGE" "$TS_OFF_BILLING" >/dev/null 2>&1 &
-TS_OFF_PID=$!
-PIDS+=("$PLAIN_PID" "$CV_PID" "$CV2_PID" "$PLAIN2_PID" "$BUSY_PID" "$TL_PID" "$TS_ON_PID" "$TS_OFF_PID")
-for port in "$PLAIN_PORT" "$CV_PORT" "$CV2_PORT" "$PLAIN2_PORT" "$BUSY_PORT" "$TL_PORT" "$TS_ON_EDGE" "$TS_ON_BILLING" "$TS_OFF_EDGE" "$TS_OFF_BILLING"; do
+# start SERVER PORT: starts SERVER (a load-servers mode, `propagation` or `no-propagation` for
+# the two-service example, which also takes PORT + 1) listening on PORT, waits until it
+# accepts connections, and sets STARTED to "PID URL".
+STARTED=""
+start() {
+    local server=$1 port=$2
+    case $server in
+    propagation)
+        $SERVER "$BIN/two-services" "$port" $((port + 1)) >/dev/null 2>&1 &
+        ;;
+    no-propagation)
+        $SERVER "$BIN/two-services" --no-propagation "$port" $((port + 1)) >/dev/null 2>&1 &
+        ;;
+    *)
+        $SERVER "$BIN/load-servers" "$server" "$port" >/dev/null &
+        ;;
+    esac
+    local pid=$!
+    PIDS+=("$pid")
     wait_port "$port"
-done
+    if [ "$server" = propagation ] || [ "$server" = no-propagation ]; then
+        wait_port $((port + 1))
+    fi
+    STARTED="$pid http://$HOST:$port/"
+}
+
+# stop PID: ends a server started by `start` (and forgets it: its PID may be reused).
+stop() {
+    kill "$1"
+    wait "$1" 2>/dev/null || true
+    local running=() pid
+    for pid in "${PIDS[@]}"; do
+        if [ "$pid" != "$1" ]; then running+=("$pid"); fi
+    done
+    PIDS=("${running[@]}")
+}
 
 # cpu_ticks PID...: "USER SYSTEM" CPU time of the processes (all their threads), in clock ticks.
 cpu_ticks() {
@@ -183,46 +200,40 @@ summarize() {
         }' <<<"$out"
 }
 
-# measure URL CONNECTIONS DURATION PIDS [HEADER]: `summarize` of one wrk run against URL, with
-# the CPU time of the server processes PIDS (comma-separated).
+# measure URL PID CONNECTIONS DURATION [HEADER]: `summarize` of one wrk run against URL, with
+# the CPU time of the server process PID.
 measure() {
-    local url=$1 conns=$2 duration=$3 pids=${4//,/ } out ticks user0 system0 user1 system1
+    local url=$1 pid=$2 conns=$3 duration=$4 out ticks user0 system0 user1 system1
     local wrk_args=(-t1 -c"$conns" -d"$duration")
     if [ $# -ge 5 ]; then wrk_args+=(-H "$5"); fi
-    # shellcheck disable=SC2086 # PIDS is a list
-    ticks=$(cpu_ticks $pids)
+    ticks=$(cpu_ticks "$pid")
     read -r user0 system0 <<<"$ticks"
     out=$($WRK wrk "${wrk_args[@]}" "$url")
-    # shellcheck disable=SC2086
-    ticks=$(cpu_ticks $pids)
+    ticks=$(cpu_ticks "$pid")
     read -r user1 system1 <<<"$ticks"
     summarize "$url" "$out" $((user1 - user0)) $((system1 - system0))
 }
 
-# measure_together URL_A PIDS_A URL_B PIDS_B CONNECTIONS DURATION [HEADER]: two lines, the
+# measure_together URL_A PID_A URL_B PID_B CONNECTIONS DURATION [HEADER]: two lines, the
 # `summarize` of A and of B, loaded at the same time by two wrk processes (METHOD=together):
-# whatever else the machine does then slows both alike.
+# whatever else the machine does then slows both alike. A's wrk starts first.
 measure_together() {
-    local url_a=$1 pids_a=${2//,/ } url_b=$3 pids_b=${4//,/ } conns=$5 duration=$6
+    local url_a=$1 pid_a=$2 url_b=$3 pid_b=$4 conns=$5 duration=$6
     local wrk_args=(-t1 -c"$conns" -d"$duration")
     if [ $# -ge 7 ]; then wrk_args+=(-H "$7"); fi
     local out_a out_b file_a wrk_a ticks ua0 sa0 ub0 sb0 ua1 sa1 ub1 sb1
     file_a=$(mktemp)
-    # shellcheck disable=SC2086 # PIDS are lists
-    ticks=$(cpu_ticks $pids_a)
+    ticks=$(cpu_ticks "$pid_a")
     read -r ua0 sa0 <<<"$ticks"
-    # shellcheck disable=SC2086
-    ticks=$(cpu_ticks $pids_b)
+    ticks=$(cpu_ticks "$pid_b")
     read -r ub0 sb0 <<<"$ticks"
     $WRK wrk "${wrk_args[@]}" "$url_a" >"$file_a" &
     wrk_a=$!
     out_b=$($WRK wrk "${wrk_args[@]}" "$url_b")
     wait "$wrk_a"
-    # shellcheck disable=SC2086
-    ticks=$(cpu_ticks $pids_a)
+    ticks=$(cpu_ticks "$pid_a")
     read -r ua1 sa1 <<<"$ticks"
-    # shellcheck disable=SC2086
-    ticks=$(cpu_ticks $pids_b)
+    ticks=$(cpu_ticks "$pid_b")
     read -r ub1 sb1 <<<"$ticks"
     out_a=$(<"$file_a")
     rm -f "$file_a"
@@ -235,47 +246,95 @@ median() {
     sort -g | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); print (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2) }'
 }
 
-# compare TITLE BASELINE_NAME BASELINE_URL BASELINE_PIDS NAME URL PIDS CONNECTIONS [HEADER]
+# "LOW HIGH": a 95 % interval of the median of the values, from their order statistics: the
+# k-th smallest and the k-th largest, k the largest for which at most 2.5 % of a Binomial(n, 1/2)
+# lies below k (the 6th of 20). It holds for independent rounds of any distribution; with fewer
+# than 6 values it is the smallest and the largest.
+median_interval() {
+    sort -g | awk '{ v[NR] = $1 }
+        END {
+            n = NR; k = 0; term = 2 ^ -n; below = term
+            while (below <= 0.025) { term = term * (n - k) / (k + 1); k++; below += term }
+            if (k < 1) k = 1
+            print v[k], v[n + 1 - k]
+        }'
+}
+
+# compare TITLE BASELINE_NAME BASELINE_SERVER NAME SERVER CONNECTIONS [HEADER]: loads the two
+# servers (see `start`) for ROUNDS rounds of DURATION each.
 #
 # Per round: requests/s of each and their ratio; CPU time per request (user + system) of each;
 # and the extra user CPU time per request of NAME (the crate runs in user space; the kernel's
 # share per request moves with how wrk's connections happen to batch), also as a percentage of
-# the baseline's whole CPU time per request.
+# the baseline's whole CPU time per request. At the end the medians, and an interval for the
+# median ratio of requests/s.
+#
+# RESTART=round (the default): each round has two servers of its own, started for it (which of
+# the two starts first alternates by round) and warmed up for 1 s, so that the rounds are
+# independent and the interval holds: whatever might make one process a little faster than an
+# identical one for its whole life (where its memory and threads landed) is drawn afresh each
+# round instead of weighing on all of them. RESTART=never starts the two once, for all the
+# rounds of the comparison (as the runs before the eighth session did, when two identical
+# servers measured from 0.76 % slower to 2.12 % faster over ten runs, BENCHMARKS.md).
 compare() {
-    local title=$1 base_name=$2 base_url=$3 base_pids=$4 name=$5 url=$6 pids=$7 conns=$8
+    local title=$1 base_name=$2 base_server=$3 name=$4 server=$5 conns=$6
     local header=()
-    if [ $# -ge 9 ]; then header=("$9"); fi
+    if [ $# -ge 7 ]; then header=("$7"); fi
+    # two-services listens on two ports
+    local base_port=$BASE_PORT port=$((BASE_PORT + 2))
     echo
-    echo "== $title (wrk -t1 -c$conns -d$DURATION${header:+ -H '${header[0]}'}, loopback, $METHOD)"
-    # warm-up: connections, allocator, page cache
-    measure "$base_url" "$conns" 1s "$base_pids" "${header[@]}" >/dev/null
-    measure "$url" "$conns" 1s "$pids" "${header[@]}" >/dev/null
+    echo "== $title (wrk -t1 -c$conns -d$DURATION${header:+ -H '${header[0]}'}, loopback, $METHOD, RESTART=$RESTART)"
     printf '| round | %s req/s | %s req/s | ratio | %s CPU/req | %s CPU/req | %s user CPU/req | %s user CPU/req | extra user CPU/req |\n' \
         "$base_name" "$name" "$base_name" "$name" "$base_name" "$name"
     printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
     local rps_ratios=() cpu_ratios=() extras=() shares=()
+    local base_pid="" base_url="" pid="" url=""
     for round in $(seq "$ROUNDS"); do
+        if [ -z "$base_pid" ] || [ "$RESTART" = round ]; then
+            if [ -n "$base_pid" ]; then
+                stop "$base_pid"
+                stop "$pid"
+            fi
+            if ((round % 2)); then
+                start "$base_server" "$base_port"
+                read -r base_pid base_url <<<"$STARTED"
+                start "$server" "$port"
+                read -r pid url <<<"$STARTED"
+            else
+                start "$server" "$port"
+                read -r pid url <<<"$STARTED"
+                start "$base_server" "$base_port"
+                read -r base_pid base_url <<<"$STARTED"
+            fi
+            # warm-up: connections, allocator, page cache
+            if [ "$METHOD" = together ]; then
+                measure_together "$base_url" "$base_pid" "$url" "$pid" "$conns" 1s "${header[@]}" >/dev/null
+            else
+                measure "$base_url" "$base_pid" "$conns" 1s "${header[@]}" >/dev/null
+                measure "$url" "$pid" "$conns" 1s "${header[@]}" >/dev/null
+            fi
+        fi
         local a b a_rps a_cpu a_user b_rps b_cpu b_user
         if [ "$METHOD" = together ]; then
             # Both at once; which wrk starts first alternates by round.
             local pair
             if ((round % 2)); then
-                pair=$(measure_together "$base_url" "$base_pids" "$url" "$pids" "$conns" "$DURATION" "${header[@]}")
+                pair=$(measure_together "$base_url" "$base_pid" "$url" "$pid" "$conns" "$DURATION" "${header[@]}")
                 a=${pair%%$'\n'*}
                 b=${pair#*$'\n'}
             else
-                pair=$(measure_together "$url" "$pids" "$base_url" "$base_pids" "$conns" "$DURATION" "${header[@]}")
+                pair=$(measure_together "$url" "$pid" "$base_url" "$base_pid" "$conns" "$DURATION" "${header[@]}")
                 b=${pair%%$'\n'*}
                 a=${pair#*$'\n'}
             fi
         # ABBA: which server goes first alternates by round, so that neither always runs
         # second (a control of two identical servers measured the second ~1 % slower).
         elif ((round % 2)); then
-            a=$(measure "$base_url" "$conns" "$DURATION" "$base_pids" "${header[@]}")
-            b=$(measure "$url" "$conns" "$DURATION" "$pids" "${header[@]}")
+            a=$(measure "$base_url" "$base_pid" "$conns" "$DURATION" "${header[@]}")
+            b=$(measure "$url" "$pid" "$conns" "$DURATION" "${header[@]}")
         else
-            b=$(measure "$url" "$conns" "$DURATION" "$pids" "${header[@]}")
-            a=$(measure "$base_url" "$conns" "$DURATION" "$base_pids" "${header[@]}")
+            b=$(measure "$url" "$pid" "$conns" "$DURATION" "${header[@]}")
+            a=$(measure "$base_url" "$base_pid" "$conns" "$DURATION" "${header[@]}")
         fi
         read -r a_rps a_cpu a_user <<<"$a"
         read -r b_rps b_cpu b_user <<<"$b"
@@ -287,16 +346,19 @@ compare() {
             "$round" "$a_rps" "$b_rps" "${rps_ratios[-1]}" "$a_cpu" "$b_cpu" "$a_user" "$b_user" \
             "${extras[-1]}" "${shares[-1]}"
     done
-    local mr mc me ms
+    stop "$base_pid"
+    stop "$pid"
+    local mr mc me ms low high
     mr=$(printf '%s\n' "${rps_ratios[@]}" | median)
+    read -r low high < <(printf '%s\n' "${rps_ratios[@]}" | median_interval)
     mc=$(printf '%s\n' "${cpu_ratios[@]}" | median)
     me=$(printf '%s\n' "${extras[@]}" | median)
     ms=$(printf '%s\n' "${shares[@]}" | median)
-    awk -v r="$mr" -v c="$mc" -v e="$me" -v s="$ms" '
+    awk -v r="$mr" -v lo="$low" -v hi="$high" -v c="$mc" -v e="$me" -v s="$ms" '
         function change(x, up, down) { return x >= 0 ? sprintf("%.2f%% %s", x, up) : sprintf("%.2f%% %s", -x, down) }
         BEGIN {
-            printf "medians: requests/s ratio %.4f (%s); CPU per request ratio %.4f (%s); extra user CPU %.3f µs per request (%.2f%% of the baseline'"'"'s CPU per request)\n",
-                r, change((1 - r) * 100, "fewer", "more"), c, change((c - 1) * 100, "more", "less"), e, s }'
+            printf "medians: requests/s ratio %.4f (%s; 95%% interval of the median %.4f to %.4f); CPU per request ratio %.4f (%s); extra user CPU %.3f µs per request (%.2f%% of the baseline'"'"'s CPU per request)\n",
+                r, change((1 - r) * 100, "fewer", "more"), lo, hi, c, change((c - 1) * 100, "more", "less"), e, s }'
 }
 
 echo "machine: $(nproc) cores; $(uname -sr)"
@@ -304,38 +366,31 @@ for suite in $SUITES; do
     case $suite in
     hello)
         compare "hello-world, one worker thread" \
-            plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
-            contextvars "http://$HOST:$CV_PORT/" "$CV_PID" "$CONNECTIONS"
+            plain plain contextvars contextvars "$CONNECTIONS"
         ;;
     two-layers)
         compare "hello-world, one worker thread, ContextLayer in a Router::layer call of its own" \
-            plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
-            contextvars-two-layers "http://$HOST:$CV2_PORT/" "$CV2_PID" "$CONNECTIONS"
+            plain plain contextvars-two-layers contextvars-two-layers "$CONNECTIONS"
         ;;
     control)
         compare "control: two plain hello-worlds, one worker thread each" \
-            plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
-            "plain again" "http://$HOST:$PLAIN2_PORT/" "$PLAIN2_PID" "$CONNECTIONS"
+            plain plain "plain again" plain "$CONNECTIONS"
         ;;
     busy)
         compare "calibration: plain against plain with ~0.1 µs of extra CPU per request" \
-            plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
-            plain-busy "http://$HOST:$BUSY_PORT/" "$BUSY_PID" "$CONNECTIONS"
+            plain plain plain-busy plain-busy "$CONNECTIONS"
         ;;
     task-local)
         compare "tokio::task_local: plain against the same work done with Tokio's primitive" \
-            plain "http://$HOST:$PLAIN_PORT/" "$PLAIN_PID" \
-            task-local "http://$HOST:$TL_PORT/" "$TL_PID" "$CONNECTIONS"
+            plain plain task-local task-local "$CONNECTIONS"
         ;;
     over-task-local)
         compare "contextvars over tokio::task_local: the same work, with each" \
-            task-local "http://$HOST:$TL_PORT/" "$TL_PID" \
-            contextvars "http://$HOST:$CV_PORT/" "$CV_PID" "$CONNECTIONS"
+            task-local task-local contextvars contextvars "$CONNECTIONS"
         ;;
     two-services)
         compare "two services, edge -> billing" \
-            "no propagation" "http://$HOST:$TS_OFF_EDGE/" "$TS_OFF_PID" \
-            propagation "http://$HOST:$TS_ON_EDGE/" "$TS_ON_PID" "$TS_CONNECTIONS" "x-tenant: acme1"
+            "no propagation" no-propagation propagation propagation "$TS_CONNECTIONS" "x-tenant: acme1"
         ;;
     esac
 done
