@@ -58,7 +58,7 @@ for mode in "${MODES[@]}"; do
         if (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then break; fi
         if ! kill -0 "$PID" 2>/dev/null; then
             echo "load-servers $mode exited:" >&2
-            cat "$OUT/$mode.err" >&2
+            grep -v '^==[0-9]*==' "$OUT/$mode.err" >&2 # valgrind's own lines
             exit 1
         fi
         sleep 0.1
