@@ -32,10 +32,13 @@
 #
 # Per round it prints each server's requests/s and its CPU time per request (user + system
 # time of the server process during the run, divided by the requests wrk counted), user and
-# system together and user alone, and at the end the medians. The extra user CPU time per
+# system together and user alone, and at the end the medians, with a 95 % interval for the
+# median ratio of requests/s (`median_interval`). The extra user CPU time per
 # request is the closest figure to the crate's own cost (it makes no system calls), with one
 # caveat: unless the kernel accounts CPU time precisely, it splits user from system time by
 # sampling at each timer tick, so the user share alone can be noisier than the total.
+# scripts/instructions.sh counts the same servers' instructions per request instead, which the
+# machine's noise does not move.
 # Needs bash >= 4.4. A full run with the defaults takes about 15 minutes.
 # Usage: bash scripts/load.sh
 #   (env: ROUNDS=20 DURATION=5s CONNECTIONS=32 TS_CONNECTIONS=128 PIN=0|1 METHOD=together|abba
