@@ -2,10 +2,11 @@
 # Instructions per request of the load test's servers (examples/load-servers) while they serve
 # real HTTP requests: each server runs under valgrind's callgrind, wrk loads it over loopback,
 # and the process's instructions (all threads, user space) are divided by the requests wrk
-# counted. Unlike requests/s (scripts/load.sh) the count repeats to within ~20 instructions
-# from run to run whatever else the machine does, so it shows what a change to the request
-# path does without the noise; the server's start-up is amortised over the requests. About
-# 45 s for the three default servers.
+# counted. Unlike requests/s (scripts/load.sh) the count does not move with whatever else the
+# machine does: `plain` and `contextvars` repeat to within ~30 instructions from run to run, so
+# it shows what a change to the request path does without the noise. (glibc's `malloc` can
+# add a level: `task-local` counts either ~440 or ~630 over `plain`, BENCHMARKS.md.) The
+# server's start-up is amortised over the requests. About 45 s for the three default servers.
 #
 # Prints one line per server: its requests, its instructions per request, and the difference
 # from the first server named.
