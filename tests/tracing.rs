@@ -232,25 +232,34 @@ fn json_each_task_logs_its_own_value() {
     }
 }
 
+/// A formatter of one's own, for the tests of `wrap`: the line (without its newline) made from
+/// the event's target and its fields as the subscriber formats them.
+struct LineFormat(fn(&str, &str) -> String);
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LineFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::fmt::FormatFields as _;
+        let mut fields = String::new();
+        ctx.format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut fields),
+            event,
+        )?;
+        writeln!(writer, "{}", (self.0)(event.metadata().target(), &fields))
+    }
+}
+
 #[test]
 fn a_json_object_that_closes_at_once_stays_valid() {
     // A formatter whose object has no members of its own.
-    struct Empty;
-    impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Empty
-    where
-        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-        N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-    {
-        fn format_event(
-            &self,
-            _: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-            mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-            _: &tracing::Event<'_>,
-        ) -> std::fmt::Result {
-            writer.write_str("{")?;
-            writer.write_str("}\n")
-        }
-    }
     let sink = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(sink.clone())
@@ -259,7 +268,7 @@ fn a_json_object_that_closes_at_once_stays_valid() {
             ContextFields::new()
                 .var(&TENANT)
                 .var(&REQUEST_ID)
-                .wrap(Empty),
+                .wrap(LineFormat(|_, _| "{}".to_owned())),
         )
         .finish();
     tracing::subscriber::with_default(subscriber, || {
@@ -311,34 +320,18 @@ fn a_text_line_that_starts_with_a_brace_gets_the_fields_in_front() {
 #[test]
 fn a_formatter_of_ones_own_gets_the_fields_by_its_first_byte() {
     // Text or JSON, told by the line it writes: `{` starts an object.
-    struct Own;
-    impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Own
-    where
-        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-        N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-    {
-        fn format_event(
-            &self,
-            ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-            mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-            event: &tracing::Event<'_>,
-        ) -> std::fmt::Result {
-            use tracing_subscriber::fmt::FormatFields as _;
-            let json = event.metadata().target().ends_with("json");
-            if json {
-                writer.write_str("{\"event\":\"")?;
-            } else {
-                writer.write_str("event: ")?;
-            }
-            ctx.format_fields(writer.by_ref(), event)?;
-            writer.write_str(if json { "\"}\n" } else { "\n" })
+    let own = LineFormat(|target, fields| {
+        if target.ends_with("json") {
+            format!("{{\"event\":\"{fields}\"}}")
+        } else {
+            format!("event: {fields}")
         }
-    }
+    });
     let sink = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(sink.clone())
         .with_ansi(false)
-        .event_format(ContextFields::new().var(&REQUEST_ID).wrap(Own))
+        .event_format(ContextFields::new().var(&REQUEST_ID).wrap(own))
         .finish();
     // Longer than the buffer a thread keeps between lines, then short again.
     let long = "x".repeat(40_000);
