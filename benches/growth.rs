@@ -1,5 +1,5 @@
-//! How cost grows with the number of variables: `get`, `set` with a snapshot alive, and the
-//! memory a copy costs once it diverges, at 1, 10, 100, 1,000 and 10,000 bound variables —
+//! How cost grows with the number of variables: `get`, one and three `set`s with a snapshot
+//! alive, and the memory a copy costs once it diverges (by one write and by three), at 1, 10, 100, 1,000 and 10,000 bound variables —
 //! contextvars next to OpenTelemetry's `Context` and `imbl::HashMap` used directly.
 //!
 //! `cargo bench --bench growth`, then `python3 scripts/plot_growth.py` for the table and the
@@ -63,6 +63,7 @@ type Imbl = imbl::HashMap<u64, Arc<u64>>;
 
 fn growth(c: &mut Criterion) {
     let mut memory = Vec::new();
+    let mut memory_three = Vec::new();
     let mut get = c.benchmark_group("growth get");
     for n in SIZES {
         Context::new().run(|| {
@@ -139,11 +140,68 @@ fn growth(c: &mut Criterion) {
     }
     set.finish();
 
+    // Three writes after a copy: a layer holds two changes over the shared map, and the third
+    // turns it into a map of its own. The bindings written are distinct (the same one at 1).
+    let mut three = c.benchmark_group("growth three sets with a snapshot alive");
+    for n in SIZES {
+        let written = [n / 2, n / 3, n / 4];
+        Context::new().run(|| {
+            let vars: Vec<ContextVar<u64>> = (0..n).map(|_| ContextVar::new("t")).collect();
+            for (i, var) in vars.iter().enumerate() {
+                var.set(i as u64);
+            }
+            let set_three = || {
+                let snapshot = copy_context();
+                for i in written {
+                    vars[i].set(black_box(7));
+                }
+                snapshot
+            };
+            three.bench_with_input(BenchmarkId::new("contextvars", n), &n, |b, _| {
+                b.iter(set_three)
+            });
+            let (bytes, snapshot) = bytes_allocated_by(set_three);
+            drop(snapshot);
+            memory_three.push(("contextvars", n, bytes));
+        });
+        let mut map: Imbl = (0..n as u64).map(|i| (i, Arc::new(i))).collect();
+        let mut set_three = || {
+            let snapshot = map.clone();
+            for i in written {
+                map.insert(black_box(i as u64), Arc::new(7));
+            }
+            snapshot
+        };
+        three.bench_with_input(BenchmarkId::new("imbl", n), &n, |b, _| {
+            b.iter(&mut set_three)
+        });
+        let (bytes, snapshot) = bytes_allocated_by(set_three);
+        drop(snapshot);
+        memory_three.push(("imbl", n, bytes));
+        if n <= 1_000 {
+            let _guard = otel_context(n).attach();
+            let set_three = || {
+                opentelemetry::Context::current_with_value(Key::<0>(7))
+                    .with_value(Key::<1>(7))
+                    .with_value(Key::<2>(7))
+            };
+            three.bench_with_input(BenchmarkId::new("opentelemetry", n), &n, |b, _| {
+                b.iter(set_three)
+            });
+            let (bytes, cx) = bytes_allocated_by(set_three);
+            drop(cx);
+            memory_three.push(("opentelemetry", n, bytes));
+        }
+    }
+    three.finish();
+
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/growth-memory.csv");
     let mut out = std::fs::File::create(&path).expect("write the memory figures");
-    writeln!(out, "implementation,vars,bytes_per_copy").unwrap();
-    for (name, n, bytes) in memory {
-        writeln!(out, "{name},{n},{bytes}").unwrap();
+    writeln!(out, "implementation,vars,sets,bytes_per_copy").unwrap();
+    for (sets, figures) in [(1, memory), (3, memory_three)] {
+        for (name, n, bytes) in figures {
+            writeln!(out, "{name},{n},{sets},{bytes}").unwrap();
+        }
     }
 }
 

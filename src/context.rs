@@ -7,13 +7,13 @@ use std::sync::Arc;
 use crate::current;
 use crate::id;
 use crate::map::{self, VarMap};
-use crate::var::{ContextVar, VarKey};
+use crate::var::{ContextVar, StoredKey, VarKey};
 
 /// A value as stored in a context; typed access goes through the variable's `T`.
 pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 
 /// Map representations a write took out; see [`Context::take_retired`].
-pub(crate) type Retired = Option<Box<map::Retired<VarKey, Binding>>>;
+pub(crate) type Retired = Option<Box<map::Retired<StoredKey, Binding>>>;
 
 /// The type-erased form of [`Inherit::Fork`](crate::Inherit::Fork), made once per variable.
 /// Boxed inside the `Arc` so that the pointer is thin: a binding is 32 bytes instead of 40,
@@ -85,10 +85,14 @@ pub(crate) type ContextId = u64;
 /// write it. [`Context::run`] makes another context current for the length of a closure, and
 /// [`Scoped`](crate::Scoped) does the same for every poll of a future.
 ///
-/// Copying a context ([`Clone`], [`Context::current`], [`Context::fork`]) is O(1) whatever
-/// its size: the map is persistent and shared between copies (a flat array up to 16 bindings,
-/// a hash array mapped trie above), and a write copies only what it changes. Copies are *shallow*: values are shared
-/// `Arc`s (see [`Inherit`](crate::Inherit) for the per-variable alternative).
+/// Copying a context ([`Clone`], [`Context::current`]) is O(1) whatever its size: the map is
+/// persistent and shared between copies (a flat array up to 16 bindings, a hash array mapped
+/// trie above). So is [`Context::fork`] when no bound variable has an
+/// [`Inherit`](crate::Inherit) policy other than `Share`. The first two writes to a shared
+/// map of 6 or more bindings go into a small layer over it, O(1) at any size; the third copies
+/// the flat array (at most 18 bindings) or, for a trie, the paths to the changed bindings.
+/// Copies are *shallow*: values are shared `Arc`s (see [`Inherit`](crate::Inherit) for the
+/// per-variable alternative).
 ///
 /// A clone is a new context for [`ContextVar::reset`]: a token made in one is refused in the
 /// other with [`ResetError::WrongContext`](crate::ResetError::WrongContext).
@@ -144,7 +148,7 @@ pub(crate) type ContextId = u64;
 /// assert!(job.upgrade().is_none(), "collected");
 /// ```
 pub struct Context {
-    map: VarMap<VarKey, Binding>,
+    map: VarMap<StoredKey, Binding>,
     id: ContextId,
     /// How many bindings a fork does not share as they are (`Drop` and `Fork` policies): when
     /// 0, `fork` is a plain clone.
@@ -234,7 +238,7 @@ impl Context {
                 Policy::Fork(fork) => {
                     let value = fork(&*binding.value);
                     let policy = binding.policy.clone();
-                    self.insert(*key, Binding { value, policy });
+                    self.insert(key.0, Binding { value, policy });
                 }
             }
         }
@@ -250,10 +254,11 @@ impl Context {
     /// # Thread teardown
     ///
     /// Called from a thread-local's destructor while the thread's thread-local storage is being
-    /// destroyed (after this crate's own slot is gone), `run` cannot enter `self`: `f` still
-    /// runs, but reads in it see no values and what it sets is discarded. The current context
-    /// lives in a thread-local with a destructor (it owns the values), so there is no slot left
-    /// to enter; a destructor that needs values should read them into locals before teardown.
+    /// destroyed, `run` works as anywhere else: `f` runs in `self`, and what it sets stays in
+    /// `self`. What is gone by then is the thread's *own* context (the one current when no
+    /// context is entered, kept in a thread-local with a destructor because it owns its
+    /// values): outside any entered context, reads see no values and writes are discarded. A
+    /// destructor that needs the thread's values should read them into locals before teardown.
     ///
     /// # Examples
     ///
@@ -424,6 +429,11 @@ impl Context {
     /// The returned closure is `Send` and `Sync` when `f` is, and `Clone`; clones share
     /// nothing but the captured context.
     ///
+    /// # Panics
+    ///
+    /// Each call propagates a panic of `f`, and of an [`Inherit::Fork`](crate::Inherit::Fork)
+    /// function run by that call's fork.
+    ///
     /// # Examples
     ///
     /// ```
@@ -480,7 +490,7 @@ impl Context {
                 let old = base.map.get(key.id());
                 let changed = old.is_none_or(|old| !Arc::ptr_eq(&old.value, &binding.value));
                 changed.then(|| Change {
-                    key: *key,
+                    key: key.0,
                     base: old.cloned(),
                     end: Some(binding.clone()),
                 })
@@ -491,7 +501,7 @@ impl Context {
                 .iter()
                 .filter(|(key, _)| !self.map.contains_key(key.id()))
                 .map(|(key, binding)| Change {
-                    key: *key,
+                    key: key.0,
                     base: Some(binding.clone()),
                     end: None,
                 }),
@@ -548,7 +558,7 @@ impl Context {
             return None;
         }
         let special = !binding.is_shared_on_fork();
-        let old = self.map.insert(key, binding);
+        let old = self.map.insert(StoredKey(key), binding);
         self.special += usize::from(special);
         if let Some(old) = &old {
             self.special -= usize::from(!old.is_shared_on_fork());
@@ -563,8 +573,8 @@ impl Context {
     fn insert_first(&mut self, key: VarKey, binding: Binding) {
         self.special += usize::from(!binding.is_shared_on_fork());
         match spare::take() {
-            Some(spare) => self.map.insert_into_spare(spare, key, binding),
-            None => drop(self.map.insert(key, binding)),
+            Some(spare) => self.map.insert_into_spare(spare, StoredKey(key), binding),
+            None => drop(self.map.insert(StoredKey(key), binding)),
         }
     }
 
@@ -698,18 +708,18 @@ mod spare {
 
     use super::Binding;
     use crate::map::Spare;
-    use crate::var::VarKey;
+    use crate::var::StoredKey;
 
     /// At most this many arrays are kept per thread (each about 260 bytes).
     const MAX_SPARES: usize = 8;
 
     std::thread_local! {
-        static SPARES: RefCell<Vec<Spare<VarKey, Binding>>> = const { RefCell::new(Vec::new()) };
+        static SPARES: RefCell<Vec<Spare<StoredKey, Binding>>> = const { RefCell::new(Vec::new()) };
     }
 
     /// A kept array, if the thread has one (none while its thread-locals are being destroyed).
     #[inline]
-    pub(super) fn take() -> Option<Spare<VarKey, Binding>> {
+    pub(super) fn take() -> Option<Spare<StoredKey, Binding>> {
         SPARES
             .try_with(|spares| spares.try_borrow_mut().ok()?.pop())
             .ok()
@@ -718,7 +728,7 @@ mod spare {
 
     /// Keeps `spare` for [`take`], unless the thread keeps enough already.
     #[inline]
-    pub(super) fn give(spare: Spare<VarKey, Binding>) {
+    pub(super) fn give(spare: Spare<StoredKey, Binding>) {
         let _ = SPARES.try_with(|spares| {
             if let Ok(mut spares) = spares.try_borrow_mut() {
                 if spares.len() < MAX_SPARES {
@@ -793,7 +803,7 @@ impl fmt::Debug for Context {
 /// assert_eq!(names, ["a"]);
 /// ```
 pub struct Iter<'a> {
-    inner: map::Iter<'a, VarKey, Binding>,
+    inner: map::Iter<'a, StoredKey, Binding>,
 }
 
 impl<'a> Iterator for Iter<'a> {
@@ -803,7 +813,7 @@ impl<'a> Iterator for Iter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         self.inner
             .next()
-            .map(|(key, binding)| (*key, &*binding.value))
+            .map(|(key, binding)| (key.0, &*binding.value))
     }
 
     #[inline]
@@ -904,6 +914,23 @@ mod tests {
         assert!(!target.contains(&B));
         assert_eq!(target.get(&C).as_deref(), Some(&3));
         assert_eq!(target.get(&D).as_deref(), Some(&4));
+    }
+
+    #[test]
+    fn copies_and_forks_without_policies_share_the_map_at_every_size() {
+        // S7 and S20: a copy is O(1), whatever the size. Flat arrays (up to 16 bindings) and
+        // tries past them are shared, not copied; so is a fork when no variable has a policy.
+        for n in [1, 16, 17, 300] {
+            let vars: Vec<ContextVar<usize>> = (0..n).map(|_| ContextVar::new("v")).collect();
+            let mut ctx = Context::new();
+            for (i, var) in vars.iter().enumerate() {
+                ctx = ctx.with_value(var, i);
+            }
+            assert!(ctx.clone().map.ptr_eq(&ctx.map), "clone at {n}");
+            assert!(ctx.fork().map.ptr_eq(&ctx.map), "fork at {n}");
+            let current = ctx.clone().run(Context::current);
+            assert!(current.map.ptr_eq(&ctx.map), "Context::current at {n}");
+        }
     }
 
     #[test]

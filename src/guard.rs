@@ -180,7 +180,6 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// drop(guard); // error: use of moved value: `guard`
     /// ```
     #[inline]
-    #[must_use = "the guard resets the variable as soon as it is dropped; bind it with `let _name = ...`"]
     pub fn set_guarded(&self, value: T) -> SetGuard<'_, T> {
         SetGuard {
             var: self,
@@ -223,7 +222,7 @@ fn missing(name: &'static str) -> ! {
 /// assert_eq!(*DEPTH.value(), 0);
 /// assert!(!DEPTH.is_set());
 /// ```
-#[must_use = "the guard resets the variable as soon as it is dropped; bind it with `let _name = ...`"]
+#[must_use = "the guard resets the variable as soon as it is dropped, and `let _ = ...` drops it at once; bind it with `let _guard = ...`"]
 pub struct SetGuard<'a, T: Send + Sync + 'static> {
     var: &'a ContextVar<T>,
     /// `None` only after [`SetGuard::into_token`] took it.

@@ -34,7 +34,9 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          would land in the worker thread's context, which every unwrapped task on that thread \
          shares (S21). Give the task its own context: spawn it with `contextvars::task::spawn` \
          (or `spawn_blocking`), wrap its future with `.with_current_context()`, serve requests \
-         through `contextvars::tower::ContextLayer`, or build the runtime with \
-         `contextvars::runtime::propagate`."
+         through `contextvars::tower::ContextLayer` (outside every middleware that writes: the \
+         first layer of a `ServiceBuilder`, the last `.layer` call in axum), or build the \
+         runtime with `contextvars::runtime::propagate` (needs `RUSTFLAGS=\"--cfg \
+         tokio_unstable\"`). RUST_BACKTRACE=1 shows the call that wrote."
     )
 }

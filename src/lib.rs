@@ -36,9 +36,10 @@
 //!
 //! - A [`Context`] maps variables to values. Each thread has a *current* context;
 //!   [`ContextVar::get`], [`with`](ContextVar::with) and [`set`](ContextVar::set) use it.
-//! - Copying a context ([`copy_context`], `clone`, [`Context::fork`]) is O(1) whatever its size:
-//!   the map is persistent and shares structure between copies. A copy is independent: a `set`
-//!   on one side is not seen by the other.
+//! - Copying a context ([`copy_context`], `clone`) is O(1) whatever its size: the map is
+//!   persistent and shares structure between copies. So is [`Context::fork`] unless a bound
+//!   variable has an [`Inherit`] policy other than `Share` (then it walks the bindings once). A
+//!   copy is independent: a `set` on one side is not seen by the other.
 //! - [`Context::run`] makes a context current for the length of a closure; what the closure
 //!   sets stays in that context. [`ContextVar::sync_scope`] runs a closure in a copy with one
 //!   variable set; nothing leaks out.
@@ -178,6 +179,12 @@
 //! - **A future** handed to anything else: [`FutureExt::with_current_context`].
 //! - **A callback or a pool job**: [`Context::wrap`] (an `Fn`, each call in its own fork) and
 //!   [`Context::bind`] (an `FnOnce`).
+//!
+//! **Test on a multi-thread runtime.** On a current-thread runtime (`#[tokio::test]`'s default)
+//! a plain `tokio::spawn` task runs on the thread whose context the test's root future writes,
+//! so it *reads* the test's values, as a child would; on a multi-thread runtime it runs on a
+//! worker and reads nothing. A test that passes on one can fail on the other:
+//! `#[tokio::test(flavor = "multi_thread")]` runs it as a server does.
 //!
 //! ## `JoinSet`
 //!
@@ -335,7 +342,7 @@
 //! | set in place | yes | no (only `scope`) | `attach()` guard, `!Send` | `set` / `reset` | `set` / `reset`, [`set_guarded`](ContextVar::set_guarded) |
 //! | inherited by spawned tasks | no | no | no: wrap each future | tasks yes, threads by default no | yes, a copy taken at spawn |
 //! | snapshot, run in another context | no | no | `Context::current()` + `attach` | `copy_context()` + `run` | [`copy_context`] + [`Context::run`] |
-//! | cost of a copy | — | — | O(1); adding a value copies the map | O(1) (a trie) | O(1); a `set` after it copies ≤ 16 entries or one trie path |
+//! | cost of a copy | — | — | O(1); adding a value copies the map | O(1) (a trie) | O(1); the first two `set`s after it cost O(1) at any size, later ones copy the flat array once (≤ 18 entries) or one trie path each |
 //! | keys | one per `static` | one per `static` | one value per Rust type | one per `ContextVar` | one per [`ContextVar`] |
 //! | works with no runtime | yes | `sync_scope` only | yes | yes | yes |
 //! | per-variable inheritance policy | — | — | — | — | [`Inherit`] |
@@ -588,8 +595,9 @@
 //!   it is a hash array mapped trie (`imbl`) whose writes copy only the path to the changed
 //!   entry. A write to a map of six or more bindings that a copy shares adds a small *layer* of
 //!   changes over it instead of copying it (`copy_context(); set` costs the same at 10 or 10,000
-//!   bindings); a layer holding more than two changes is flattened. Copying a context clones one
-//!   `Arc`. When a context goes that alone holds an array of the first capacity (room for 4
+//!   bindings); a third change flattens the layer: over a trie, by writing its changes into a
+//!   copy of the trie that shares its nodes (a path each), over an array by copying it.
+//!   Copying a context clones one `Arc`. When a context goes that alone holds an array of the first capacity (room for 4
 //!   bindings), its bindings are dropped and the array is kept (up to 8 per thread) for the
 //!   thread's next new context: a request's context allocates only its values.
 //! - **Ids.** Each [`ContextVar`] takes an id from a global counter on first use (never reused,
@@ -612,9 +620,9 @@
 //! - **Costs** (2-core CI machine, rough orders): a read is 2–4 ns, about a `task_local!`
 //!   read; a copy is ~4 ns at any size; entering a context ~1.5 ns, about a `thread_local!`
 //!   swap, and a [`Scoped`] poll under 1 ns; a `set` allocates its `Arc` and, with its
-//!   `reset`, costs ~36 ns, ~50 ns with a copy alive at any size; the first `set` in a new
-//!   context ~44 ns; a `task::spawn` ~20–35 ns over `tokio::spawn`; [`tower::ContextLayer`]
-//!   ~30 ns per request. Every figure, with its command and its baseline (`thread_local!`,
+//!   `reset`, costs ~36 ns, ~50 ns with a copy alive from 10 variables up (~80 ns at 1, where
+//!   the whole array is copied); the first `set` in a new context ~44 ns; a `task::spawn`
+//!   ~20–35 ns over `tokio::spawn`; [`tower::ContextLayer`] ~30 ns per request. Every figure, with its command and its baseline (`thread_local!`,
 //!   `task_local!`, `opentelemetry::Context`), is in
 //!   [BENCHMARKS.md](https://github.com/contextvars-rs/contextvars/blob/main/BENCHMARKS.md).
 //!
@@ -687,9 +695,9 @@
 //!   panics, what it set before the panic is written back too, then the panic resumes in the
 //!   caller. The pool thread is never left with a dirty context.
 //! - <a id="s17"></a>**S17 — `async_to_sync`.** [`task::async_to_sync`] runs a future to completion
-//!   from sync code, in a copy of the thread's current context — on the runtime of the enclosing
-//!   `sync_to_async` or `spawn_blocking` if any, else on a private runtime kept per thread — and
-//!   its changes come back as in S16. It works wherever Tokio allows blocking: a plain thread, a
+//!   from sync code, in a fork of the thread's current context (S20's policies apply) — on the
+//!   runtime of the enclosing `sync_to_async` or `spawn_blocking` if any, else on a private
+//!   runtime kept per thread — and its changes come back as in S16. It works wherever Tokio allows blocking: a plain thread, a
 //!   thread that only entered a runtime, inside `block_in_place`, a blocking job of this crate.
 //!   Where blocking is not allowed (directly inside a task's poll or a `block_on`) it panics with a
 //!   message naming `async_to_sync`, never deadlocks. Nested bridges never deadlock, however small

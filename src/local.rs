@@ -240,7 +240,11 @@ impl Local {
     ///
     /// # Panics
     ///
-    /// Inside a Tokio task that has no context of its own (see [`ContextVar::set`], S21).
+    /// Inside a Tokio task that has no context of its own (see [`ContextVar::set`], S21). For
+    /// a [`thread_critical`](Local::thread_critical) `Local` a [`run`](Context::run) or a
+    /// [`sync_scope`](ContextVar::sync_scope) in such a task is not enough: only a task entry
+    /// (`task::spawn`, a [`Scoped`](crate::Scoped) future, `tower::ContextLayer`,
+    /// `runtime::propagate`) gives the task storage of its own for it.
     ///
     /// # Examples
     ///
@@ -301,7 +305,8 @@ impl Local {
     /// # Panics
     ///
     /// Inside a Tokio task that has no context of its own (see [`ContextVar::set`], S21),
-    /// whether or not `name` is set.
+    /// whether or not `name` is set; for a [`thread_critical`](Local::thread_critical) `Local`,
+    /// also inside a `run` or `sync_scope` in such a task (see [`Local::set`]).
     ///
     /// # Errors
     ///

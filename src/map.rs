@@ -487,17 +487,41 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     }
 
     /// Turns a layer with a full top into a map of its own.
+    ///
+    /// Over a trie the layer's changes are written into a copy of it that shares its nodes
+    /// (imbl's clone is O(1), each change copies one path): O(log n), where collecting every
+    /// binding anew would make each third write after a copy O(n).
     #[cold]
     fn flatten(&mut self) {
-        let bindings: Vec<(K, V)> = self.iter().map(|(k, v)| (*k, v.clone())).collect();
-        let flat = match bindings.len() <= SMALL_CAPACITY {
-            true => Repr::Small(Some(Arc::new(
-                bindings
-                    .into_iter()
-                    .map(|(key, binding)| Entry { key, binding })
+        debug_assert!(
+            matches!(self.repr, Repr::Layered(_)),
+            "only a layer flattens"
+        );
+        let flat = match &self.repr {
+            Repr::Layered(layer) if layer.len > SMALL_CAPACITY => match &layer.base {
+                Repr::Large(base) => {
+                    let mut trie = Trie::clone(base);
+                    for (key, change) in layer.top.iter().flatten() {
+                        match change {
+                            Some(binding) => drop(trie.insert(*key, binding.clone())),
+                            None => drop(trie.remove(&key.id())),
+                        }
+                    }
+                    Repr::Large(Arc::new(trie))
+                }
+                // A flat base: at most `SMALL_CAPACITY` + `LAYER_CAPACITY` bindings to collect.
+                _ => Repr::Large(Arc::new(
+                    self.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                )),
+            },
+            _ => Repr::Small(Some(Arc::new(
+                self.iter()
+                    .map(|(key, binding)| Entry {
+                        key: *key,
+                        binding: binding.clone(),
+                    })
                     .collect(),
             ))),
-            false => Repr::Large(Arc::new(bindings.into_iter().collect())),
         };
         // Not dropped here: see `retired`.
         let layered = std::mem::replace(&mut self.repr, flat);
@@ -772,6 +796,49 @@ mod tests {
         }
         assert!(matches!(map.repr, Repr::Large(_)));
         assert_eq!(map.len(), copy.len() + LAYER_CAPACITY + 1);
+    }
+
+    /// A value that counts its clones on this thread.
+    struct Counted(u64);
+
+    std::thread_local! {
+        static CLONES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            CLONES.with(|clones| clones.set(clones.get() + 1));
+            Counted(self.0)
+        }
+    }
+
+    #[test]
+    fn flattening_a_layer_over_a_trie_copies_paths_not_every_binding() {
+        // Under Miri, a smaller trie: still deeper than one node.
+        let n: u64 = if cfg!(miri) { 1_024 } else { 10_000 };
+        let mut map: VarMap<Id, Counted> = VarMap::default();
+        for key in 0..n {
+            map.insert(Id(key), Counted(key));
+        }
+        let copy = map.clone();
+        let before = CLONES.with(|clones| clones.get());
+        map.insert(Id(1), Counted(10)); // a layer over the shared trie
+        assert_eq!(map.remove(2).map(|old| old.0), Some(2)); // its second change
+        map.insert(Id(n), Counted(n)); // a third: the layer flattens
+        let clones = CLONES.with(|clones| clones.get()) - before;
+        assert!(matches!(map.repr, Repr::Large(_)));
+        // Rebuilding the trie cloned all n bindings; copying the changed paths clones a few
+        // nodes' worth.
+        assert!(clones < n as usize / 4, "{clones} clones for {n} bindings");
+        assert_eq!(map.len(), n as usize);
+        assert_eq!(map.get(1).map(|v| v.0), Some(10));
+        assert!(map.get(2).is_none());
+        assert_eq!(map.get(n).map(|v| v.0), Some(n));
+        assert_eq!(map.get(n / 2).map(|v| v.0), Some(n / 2));
+        assert_eq!(map.iter().count(), n as usize);
+        let untouched = [1, 2, n].map(|key| copy.get(key).map(|v| v.0));
+        assert_eq!(untouched, [Some(1), Some(2), None], "the copy is unchanged");
+        assert_eq!(copy.len(), n as usize);
     }
 
     #[test]

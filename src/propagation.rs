@@ -3,9 +3,9 @@
 //! A [`Baggage`] names the variables that travel and the baggage keys they travel under. The
 //! caller writes the values bound in its current context into an outgoing request
 //! ([`inject_headers`](Baggage::inject_headers), [`inject`](Baggage::inject),
-//! [`tower::PropagateLayer`](crate::tower::PropagateLayer)); the receiver reads them into a
-//! copy of its context ([`extract_headers`](Baggage::extract_headers),
-//! [`extract`](Baggage::extract), [`tower::ContextLayer::extract`](crate::tower::ContextLayer::extract)).
+//! [`tower::PropagateLayer`]); the receiver reads them into a copy of its context
+//! ([`extract_headers`](Baggage::extract_headers), [`extract`](Baggage::extract),
+//! [`tower::ContextLayer::extract`]).
 //! Values go out with [`Display`](fmt::Display) and come back with [`FromStr`], so a typed
 //! variable arrives typed.
 //!
@@ -72,6 +72,21 @@
 //! stays within both limits: our own members first (in the order they were named), then the
 //! members already in the header that are not ours; a member that does not fit is left out
 //! whole (and reported), never cut mid-value.
+//!
+//! [`Baggage`]: Baggage
+// Without the `tower` feature there is no `tower` module: the links point to the features.
+// (rustdoc joins these to the lines above with no blank line, so they follow a definition:
+// after a paragraph they would be read as its text.)
+#![cfg_attr(
+    feature = "tower",
+    doc = "[`tower::PropagateLayer`]: crate::tower::PropagateLayer\n\
+           [`tower::ContextLayer::extract`]: crate::tower::ContextLayer::extract"
+)]
+#![cfg_attr(
+    not(feature = "tower"),
+    doc = "[`tower::PropagateLayer`]: crate#cargo-features\n\
+           [`tower::ContextLayer::extract`]: crate#cargo-features"
+)]
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
@@ -335,7 +350,7 @@ impl Baggage {
     /// keys). Other members are kept byte for byte. Several `baggage` header lines are merged
     /// into one. A variable's default is not sent: only bound values travel. When nothing is
     /// left, the header is removed. For clients that take a `HeaderMap` (reqwest, hyper);
-    /// [`tower::PropagateLayer`](crate::tower::PropagateLayer) does this for a tower client.
+    /// [`tower::PropagateLayer`] does this for a tower client.
     ///
     /// # Examples
     ///
@@ -352,6 +367,14 @@ impl Baggage {
     /// TENANT.sync_scope("acme".into(), || baggage.inject_headers(&mut headers));
     /// assert_eq!(headers["baggage"], "vendor=x%3By,tenant=acme");
     /// ```
+    #[cfg_attr(
+        feature = "tower",
+        doc = "[`tower::PropagateLayer`]: crate::tower::PropagateLayer"
+    )]
+    #[cfg_attr(
+        not(feature = "tower"),
+        doc = "[`tower::PropagateLayer`]: crate#cargo-features"
+    )]
     pub fn inject_headers(&self, headers: &mut HeaderMap) {
         if self.entries.is_empty() {
             return;

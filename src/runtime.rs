@@ -129,6 +129,11 @@ pub fn propagate(builder: &mut Builder) -> &mut Builder {
 /// The spawn hook of [`propagate`]: records a fork of the current context (the spawner's) for
 /// the new task. Call it from your own `on_task_spawn` hook to keep propagation.
 ///
+/// # Panics
+///
+/// Propagates a panic of an [`Inherit::Fork`](crate::Inherit::Fork) function, run by the
+/// fork, from the code that spawned the task.
+///
 /// # Examples
 ///
 /// ```

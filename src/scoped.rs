@@ -368,6 +368,11 @@ pub trait FutureExt: Future + Sized {
     /// Use it on a future you hand to another executor or to `tokio::spawn`, so that it neither
     /// sees later changes of the caller nor writes into the thread it happens to run on (S13).
     ///
+    /// # Panics
+    ///
+    /// Propagates a panic of an [`Inherit::Fork`](crate::Inherit::Fork) function, run by the
+    /// fork.
+    ///
     /// # Examples
     ///
     /// ```

@@ -46,7 +46,8 @@ use crate::scoped::{FutureExt, Scoped};
 ///
 /// # Panics
 ///
-/// Panics if called outside a Tokio runtime, like [`tokio::spawn`].
+/// Panics if called outside a Tokio runtime, like [`tokio::spawn`]. Propagates a panic of an
+/// [`Inherit::Fork`](crate::Inherit::Fork) function, run by the fork taken at the call.
 ///
 /// # Examples
 ///
@@ -80,7 +81,9 @@ where
 ///
 /// # Panics
 ///
-/// Panics if called outside a `LocalSet`, like [`tokio::task::spawn_local`].
+/// Panics if called outside a `LocalSet`, like [`tokio::task::spawn_local`]. Propagates a
+/// panic of an [`Inherit::Fork`](crate::Inherit::Fork) function, run by the fork taken at the
+/// call.
 ///
 /// # Examples
 ///
@@ -119,7 +122,9 @@ where
 ///
 /// # Panics
 ///
-/// Panics if called outside a Tokio runtime, like [`tokio::task::spawn_blocking`].
+/// Panics if called outside a Tokio runtime, like [`tokio::task::spawn_blocking`]. Propagates a
+/// panic of an [`Inherit::Fork`](crate::Inherit::Fork) function, run by the fork taken at the
+/// call.
 ///
 /// # Examples
 ///
@@ -171,7 +176,9 @@ where
 /// If `f` panics, what it set before the panic is written back, then the panic resumes in the
 /// caller. Panics if polled outside a Tokio runtime (when `f` would go to the pool), if the
 /// runtime shuts down before `f` ran, or if the write-back has changes to apply and the caller
-/// is a Tokio task with no context of its own (S21).
+/// is a Tokio task with no context of its own (S21). A panic of an
+/// [`Inherit::Fork`](crate::Inherit::Fork) function, run by the fork taken at the call,
+/// propagates from the call.
 ///
 /// # Examples
 ///
@@ -268,6 +275,8 @@ where
 /// - If `fut` panics, what it set before the panic is written back, then the panic resumes.
 /// - If the private runtime cannot be created (the OS refuses its resources), or if called from
 ///   a thread-local destructor while the thread is being torn down.
+/// - A panic of an [`Inherit::Fork`](crate::Inherit::Fork) function, run by the fork taken at
+///   the call, propagates.
 ///
 /// # Examples
 ///
@@ -328,11 +337,10 @@ pub fn async_to_sync<F: Future>(fut: F) -> F::Output {
             }
         }))
     };
-    if let Err(panic) = &outcome
-        && !started
-        && is_nested_runtime_refusal(&**panic)
-    {
-        blocking_not_allowed();
+    if let Err(panic) = &outcome {
+        if !started && is_nested_runtime_refusal(&**panic) {
+            blocking_not_allowed();
+        }
     }
     sync_thread.finish();
     write_back(&base, scoped.context(), "task::async_to_sync");

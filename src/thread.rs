@@ -1,4 +1,16 @@
 //! Threads that start in a copy of the caller's context.
+//!
+//! ```
+//! use contextvars::ContextVar;
+//!
+//! static USER: ContextVar<&'static str> = ContextVar::new("user");
+//!
+//! USER.set("alice");
+//! let seen = contextvars::thread::spawn(|| USER.get()).join().unwrap();
+//! assert_eq!(seen.as_deref(), Some(&"alice"));
+//! let seen = std::thread::spawn(|| USER.get()).join().unwrap();
+//! assert_eq!(seen, None); // a plain thread starts empty (S6)
+//! ```
 
 use crate::context::Context;
 
@@ -13,7 +25,8 @@ use crate::context::Context;
 ///
 /// # Panics
 ///
-/// Panics if the OS fails to create a thread, like [`std::thread::spawn`].
+/// Panics if the OS fails to create a thread, like [`std::thread::spawn`]. Propagates a panic
+/// of an [`Inherit::Fork`](crate::Inherit::Fork) function, run by the fork taken at the call.
 ///
 /// # Examples
 ///

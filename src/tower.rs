@@ -5,7 +5,7 @@
 //! response future run in that context, so the middleware and handlers below the layer can
 //! `set` variables Django-style — a plain [`set`](crate::ContextVar::set), no `scope` — and
 //! nothing they set reaches another request or the server. Tasks spawned with
-//! [`task::spawn`](crate::task::spawn) inherit the request's values.
+//! [`task::spawn`] inherit the request's values.
 //!
 //! ```
 //! use axum::Router;
@@ -20,7 +20,12 @@
 //!
 //! /// Middleware: the request's id, set for the rest of the request.
 //! async fn request_id(request: Request, next: Next) -> Response {
-//!     let id = request.headers()["x-request-id"].to_str().unwrap_or("-").to_owned();
+//!     let id = request
+//!         .headers()
+//!         .get("x-request-id")
+//!         .and_then(|value| value.to_str().ok())
+//!         .unwrap_or("-")
+//!         .to_owned();
 //!     REQUEST_ID.set(id); // lands in this request's own context
 //!     next.run(request).await
 //! }
@@ -62,7 +67,7 @@
 //! boxes its future on every request. Measured on the repository's load-test server (an axum
 //! hello-world called in process, BENCHMARKS.md), a call of its own for `ContextLayer` costs
 //! 1,400–1,700 instructions per request, more than all the crate's own work for the request
-//! (1,100–1,300). This holds for any middleware: axum's docs recommend
+//! (1,050–1,120). This holds for any middleware: axum's docs recommend
 //! `ServiceBuilder` for several layers (`tower` in your dependencies).
 //!
 //! The layer works on any
@@ -92,6 +97,13 @@
 //! `PropagateLayer` wraps a client (hyper-util, tonic, any tower stack) so that every outgoing
 //! request carries the caller's values (S25). See the `propagation` module for the format, the
 //! limits and what happens to bad input.
+//!
+//! [`ContextLayer`]: ContextLayer
+// Without the `tokio` feature there is no `task` module: the link points to the features.
+// (rustdoc joins this to the lines above with no blank line, so it follows a definition:
+// after a paragraph it would be read as its text.)
+#![cfg_attr(feature = "tokio", doc = "[`task::spawn`]: crate::task::spawn")]
+#![cfg_attr(not(feature = "tokio"), doc = "[`task::spawn`]: crate#cargo-features")]
 
 use std::task::{Context as TaskContext, Poll};
 
@@ -215,6 +227,11 @@ impl<S> Layer<S> for ContextLayer {
 /// isolated too), and returns the inner future wrapped in a [`Scoped`] with that context: no
 /// boxing, and the response future keeps a nameable type. It is `Clone` when the inner service
 /// is, and forwards `poll_ready` untouched.
+///
+/// # Panics
+///
+/// `call` propagates a panic of an [`Inherit::Fork`](crate::Inherit::Fork) function, run by
+/// the request's fork.
 ///
 /// # Examples
 ///

@@ -111,9 +111,12 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// // A secret that children must not see.
     /// static TOKEN: ContextVar<String> = ContextVar::new("token").inherit(Inherit::None);
     ///
+    /// LOG.set(Mutex::new(vec!["parent".into()]));
     /// TOKEN.set("s3cr3t".into());
     /// let child = contextvars::Context::current().fork();
+    /// assert!(child.get(&LOG).unwrap().lock().unwrap().is_empty());
     /// assert!(!child.contains(&TOKEN));
+    /// assert_eq!(LOG.get().unwrap().lock().unwrap().len(), 1); // the parent's is untouched
     /// ```
     pub const fn inherit(self, policy: Inherit<T>) -> Self {
         let (name, default) = (self.name, self.default);
@@ -235,8 +238,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Only the current context changes: every earlier copy keeps its value. The token holds
     /// the previous value (`None` if the variable was not set; a default does not count).
     ///
-    /// While the thread's thread-local storage is being destroyed, the value is dropped and
-    /// the returned token is refused by [`reset`](ContextVar::reset).
+    /// While the thread's thread-local storage is being destroyed, with no context entered (the
+    /// thread's own context is gone by then), the value is dropped and the returned token is
+    /// refused by [`reset`](ContextVar::reset). Inside an entered context it is set as usual.
     ///
     /// # Panics
     ///
@@ -370,8 +374,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     ///
     /// Nothing `f` sets leaks out.
     ///
-    /// Called from a thread-local's destructor during thread teardown, `f` runs without the
-    /// variable set, as [`Context::run`] describes under *Thread teardown*.
+    /// Called from a thread-local's destructor during thread teardown with no context entered,
+    /// the copy starts from an empty context (the thread's own is gone, see [`Context::run`]
+    /// under *Thread teardown*): `f` sees this variable set, and none of the thread's others.
     ///
     /// # Examples
     ///
@@ -600,8 +605,7 @@ impl VarKey {
     }
 }
 
-// Identity is the id alone (the name is not unique); hashing it as a bare `u64` lets the map be
-// queried with the id (`Borrow<u64>`).
+// Identity is the id alone (the name is not unique).
 impl PartialEq for VarKey {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
@@ -618,14 +622,26 @@ impl Hash for VarKey {
     }
 }
 
-impl Borrow<u64> for VarKey {
+/// A [`VarKey`] as a context's map stores it: looked up by the bare id, which `VarKey` keeps to
+/// the crate. It hashes as the id alone, as `Borrow<u64>` requires.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct StoredKey(pub(crate) VarKey);
+
+impl StoredKey {
     #[inline]
-    fn borrow(&self) -> &u64 {
-        &self.id
+    pub(crate) fn id(&self) -> u64 {
+        self.0.id
     }
 }
 
-impl MapKey for VarKey {}
+impl Borrow<u64> for StoredKey {
+    #[inline]
+    fn borrow(&self) -> &u64 {
+        &self.0.id
+    }
+}
+
+impl MapKey for StoredKey {}
 
 /// What a child context gets from [`Context::fork`] for a variable bound in the parent (S20).
 ///

@@ -293,6 +293,9 @@ fn sync_to_async_forks_at_the_call_not_at_the_first_poll() {
             let bridged = task::sync_to_async(|| ID.get().map(|v| *v));
             ID.set(2); // after the call, before the first poll
             assert_eq!(bridged.await, Some(1));
+            // The job did not write `ID`: the caller's later write survives the write-back,
+            // which copies only what the job changed in its fork.
+            assert_eq!(ID.get().as_deref(), Some(&2));
         }
         .with_context(Context::new()),
     );

@@ -269,10 +269,18 @@ fn thread_teardown_reads_empty_discards_writes_and_still_runs_contexts() {
                 ctx.get(&NAME).as_deref().map(String::as_str),
                 Some("entered")
             );
+            // `sync_scope` enters a copy of the (empty) current context with NAME set.
+            let seen = NAME.sync_scope("scoped".to_owned(), || {
+                (NAME.get().map(|name| (*name).clone()), OTHER.get())
+            });
+            assert_eq!(seen, (Some("scoped".to_owned()), None));
+            assert!(NAME.get().is_none());
         }
     }
+    static OTHER: ContextVar<u32> = ContextVar::new("other");
     std::thread::spawn(|| {
         AT_EXIT.with(|_| {});
+        OTHER.set(1);
         NAME.set("own".to_owned());
         assert_eq!(NAME.get().as_deref().map(String::as_str), Some("own"));
     })

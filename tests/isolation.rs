@@ -110,10 +110,14 @@ fn local_set_and_remove_in_a_plain_spawned_task_panic() {
 }
 
 #[test]
-fn thread_critical_local_set_in_a_plain_spawned_task_panics() {
+fn thread_critical_local_set_and_remove_in_a_plain_spawned_task_panic() {
     assert_s21(
         &refused_in_plain_task(async { CRITICAL.set("db", 1) }),
         "Local::set",
+    );
+    assert_s21(
+        &refused_in_plain_task(async { CRITICAL.remove("db") }),
+        "Local::remove",
     );
 }
 

@@ -656,3 +656,108 @@ fn baggage_is_cheap_to_clone_and_shows_its_keys() {
     let debug = format!("{baggage:?}");
     assert!(debug.contains("\"tenant\": \"tenant\""), "{debug}");
 }
+
+/// The `WARN` events `f` emits on `contextvars::propagation`, as `message key=value ...`.
+#[cfg(feature = "tracing")]
+fn warnings(f: impl FnOnce()) -> Vec<String> {
+    use std::fmt::Write as _;
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context as LayerContext, Layer, SubscriberExt};
+
+    #[derive(Clone, Default)]
+    struct Warnings(Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Warnings {
+        fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+            struct Line(String);
+            impl Visit for Line {
+                fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                    match field.name() {
+                        "message" => self.0.insert_str(0, &format!("{value:?}")),
+                        name => write!(self.0, " {name}={value:?}").unwrap(),
+                    }
+                }
+            }
+            let metadata = event.metadata();
+            if *metadata.level() == tracing::Level::WARN
+                && metadata.target() == "contextvars::propagation"
+            {
+                let mut line = Line(String::new());
+                event.record(&mut line);
+                self.0.lock().unwrap().push(line.0);
+            }
+        }
+    }
+
+    let warnings = Warnings::default();
+    let subscriber = tracing_subscriber::registry().with(warnings.clone());
+    tracing::subscriber::with_default(subscriber, f);
+    warnings.0.lock().unwrap().clone()
+}
+
+#[test]
+#[cfg(feature = "tracing")]
+fn every_skipped_or_left_out_member_is_reported_and_the_rest_still_travels() {
+    // A value that does not parse: that member alone.
+    let mut context = Context::new();
+    let reported = warnings(|| {
+        context = baggage().extract_headers(&headers("retries=many,tenant=acme"));
+    });
+    assert_eq!(
+        reported,
+        [
+            "baggage: member skipped: its value does not parse as the variable's type key=\"retries\""
+        ]
+    );
+    assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"));
+
+    // Malformed members: counted in one event.
+    let reported = warnings(|| {
+        context = baggage().extract_headers(&headers("tenant=%zz,retries=2,request_id=a=b"));
+    });
+    assert_eq!(
+        reported,
+        [
+            "baggage: members skipped: malformed (bad percent-escape, non-ASCII byte or a raw `=` in the value) members=2"
+        ]
+    );
+    assert_eq!(seen(&context, &RETRIES), Some(2));
+
+    // A header over the limit: dropped whole.
+    let header = format!("tenant=acme,other={}", "x".repeat(MAX_HEADER_BYTES));
+    let reported = warnings(|| {
+        context = baggage().extract_headers(&headers_from_bytes(header.as_bytes()));
+    });
+    let expected = format!(
+        "baggage: incoming header over {MAX_HEADER_BYTES} bytes dropped bytes={}",
+        header.len()
+    );
+    assert_eq!(reported, [expected]);
+    assert!(context.is_empty());
+
+    // Outgoing: our value too large on its own, and foreign members past the member limit.
+    let foreign: Vec<String> = (0..MAX_MEMBERS).map(|i| format!("f{i}=v{i}")).collect();
+    let mut outgoing = headers_from_bytes(foreign.join(",").as_bytes());
+    let huge = "y".repeat(MAX_HEADER_BYTES);
+    let reported = warnings(|| {
+        TENANT.sync_scope(huge, || {
+            RETRIES.sync_scope(3, || baggage().inject_headers(&mut outgoing));
+        });
+    });
+    assert_eq!(
+        reported,
+        [
+            format!(
+                "baggage: member left out: the header would exceed the limits key=\"tenant\" bytes={MAX_HEADER_BYTES}"
+            ),
+            "baggage: members of the outgoing header left out to stay within the limits dropped=1"
+                .to_owned(),
+        ]
+    );
+    let header = outgoing["baggage"].to_str().unwrap();
+    assert!(header.ends_with(",retries=3"), "{header}");
+
+    // A clean header reports nothing.
+    assert!(warnings(|| drop(baggage().extract_headers(&headers("tenant=acme")))).is_empty());
+}

@@ -371,6 +371,80 @@ fn a_task_woken_during_its_poll_and_stolen_by_another_worker_keeps_its_context()
     assert_eq!(mismatches.load(Relaxed), 0);
 }
 
+#[test]
+fn a_poll_stolen_while_the_previous_workers_after_hook_is_still_running_waits_for_it() {
+    // The same race as above, forced: each poll's after-hook is held back for 300 µs, so the
+    // task (which woke itself) is stolen by an idle worker, woken by a thread that keeps
+    // spawning empty tasks, while its previous worker still holds its context. Without the
+    // wait for the hand-over the next poll starts empty; the test above catches that only in
+    // some runs on two cores, this one in every run (~200 stolen polls a run, ~0.5 s).
+    let rt = runtime::propagate(&mut tokio::runtime::Builder::new_multi_thread())
+        .worker_threads(4)
+        .on_after_task_poll(|meta| {
+            std::thread::sleep(Duration::from_micros(300));
+            runtime::on_after_task_poll(meta);
+        })
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waker_thread = {
+        let (stop, handle) = (stop.clone(), rt.handle().clone());
+        std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                drop(handle.spawn(async {}));
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        })
+    };
+    let mismatches = rt.block_on(async {
+        tokio::spawn(async {
+            let mut mismatches = 0;
+            for step in 0..1_000u64 {
+                CHILD.set(step);
+                self_wakes(1).await;
+                if CHILD.get().as_deref() != Some(&step) {
+                    mismatches += 1;
+                }
+            }
+            mismatches
+        })
+        .await
+        .unwrap()
+    });
+    stop.store(true, Relaxed);
+    waker_thread.join().unwrap();
+    assert_eq!(
+        mismatches, 0,
+        "polls that started without the task's context"
+    );
+}
+
+#[test]
+fn thread_critical_locals_in_plain_spawned_tasks_are_each_tasks_own() {
+    // S19 on a propagating runtime: a plain `tokio::spawn` task gets thread-critical storage
+    // of its own, so its `set` is allowed (not refused by S21) and no other task sees it.
+    static CONNECTION: contextvars::Local = contextvars::Local::thread_critical();
+    let rt = propagating_multi_thread(4);
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..200i64)
+            .map(|n| {
+                tokio::spawn(async move {
+                    assert!(CONNECTION.get::<i64>("conn").is_err(), "starts without one");
+                    CONNECTION.set("conn", n);
+                    for _ in 0..10 {
+                        tokio::task::yield_now().await;
+                        assert_eq!(CONNECTION.get::<i64>("conn").map(|v| *v), Ok(n));
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+}
+
 /// Sets `REQUEST` and then panics when dropped.
 struct PanicsOnDrop;
 

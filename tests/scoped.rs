@@ -278,6 +278,18 @@ fn var_scope_sets_in_a_copy_and_nothing_leaks() {
 }
 
 #[test]
+fn var_scope_copies_the_context_at_the_call_not_at_the_first_poll() {
+    static OTHER: ContextVar<u32> = ContextVar::new("other");
+    Context::new().run(|| {
+        OTHER.set(1);
+        let fut = ID.scope(5, async { (id(), OTHER.get().map(|v| *v)) });
+        OTHER.set(2); // after the call, before the first poll
+        assert_eq!(current_thread().block_on(fut), (Some(5), Some(1)));
+        assert_eq!(OTHER.get().as_deref(), Some(&2));
+    });
+}
+
+#[test]
 fn context_scope_runs_in_that_context() {
     let ctx = Context::new().with_value(&ID, 3);
     assert_eq!(

@@ -129,6 +129,23 @@ fn with_borrows_the_same_allocation_as_get() {
 }
 
 #[test]
+fn with_takes_no_reference_count_while_get_takes_one() {
+    // S3: `with` borrows the value in place; `get` hands out a new `Arc`.
+    Context::new().run(|| {
+        let value = Arc::new(s("x"));
+        NAME.set_arc(value.clone());
+        assert_eq!(Arc::strong_count(&value), 2, "ours and the context's");
+        NAME.with(|v| {
+            assert_eq!(v.map(String::as_str), Some("x"));
+            assert_eq!(Arc::strong_count(&value), 2, "`with` cloned the Arc");
+        });
+        let got = NAME.get().unwrap();
+        assert_eq!(Arc::strong_count(&value), 3);
+        drop(got);
+    });
+}
+
+#[test]
 fn with_sees_none_when_unset() {
     Context::new().run(|| assert!(NAME.with(|v| v.is_none())));
 }
