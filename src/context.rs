@@ -424,7 +424,8 @@ impl Context {
     /// were a task of its own (S23).
     ///
     /// What one call sets is seen by no other call, not by the caller, and not by the thread
-    /// that ran it afterwards. This is the way to carry a request's values into rayon
+    /// that ran it afterwards. Values of a thread-critical [`Local`](crate::Local) too: each
+    /// call starts with none and drops what it set when it returns (S19). This is the way to carry a request's values into rayon
     /// (`par_iter().map(ctx.wrap(f))`), a thread pool, or a callback registered with a library.
     /// The returned closure is `Send` and `Sync` when `f` is, and `Clone`; clones share
     /// nothing but the captured context.
@@ -460,7 +461,9 @@ impl Context {
     /// assert!(ITEM.get().is_none()); // nor into the caller
     /// ```
     pub fn wrap<A, R>(self, f: impl Fn(A) -> R + Clone) -> impl Fn(A) -> R + Clone {
-        move |arg| self.fork().run(|| f(arg))
+        // Each call is a task of its own (S23): thread-critical values too (S19) start empty
+        // and end with the call.
+        move |arg| current::run_as_task(&mut self.fork(), || f(arg))
     }
 
     // ----- crate-internal access, used by `var`, `current` and the async modules -----

@@ -740,9 +740,9 @@ pub(crate) fn run_in<E: Entry, R>(entry: E, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Runs `f` with `context` current as a task of its own (a bridge's job on a pool thread):
-/// fresh thread-critical storage, dropped when `f` returns, so nothing is left on the thread.
-#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+/// Runs `f` with `context` current as a task of its own (a bridge's job on a pool thread, a
+/// call of `Context::wrap`): fresh thread-critical storage, dropped when `f` returns, so
+/// nothing is left on the thread.
 pub(crate) fn run_as_task<R>(context: &mut Context, f: impl FnOnce() -> R) -> R {
     let mut critical = None;
     let entry = TaskEntry {

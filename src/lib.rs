@@ -702,7 +702,9 @@
 //!   Where blocking is not allowed (directly inside a task's poll or a `block_on`) it panics with a
 //!   message naming `async_to_sync`, never deadlocks. Nested bridges never deadlock, however small
 //!   the blocking pool: sync code reached through `async_to_sync` → `sync_to_async` runs on the
-//!   thread already blocked in `async_to_sync` (asgiref's thread-sensitive rule).
+//!   thread already blocked in `async_to_sync` (asgiref's thread-sensitive rule). This holds for
+//!   `sync_to_async` awaited by the driven future, not in tasks it spawns, which run on the pool
+//!   (see [`task::sync_to_async`]).
 //! - <a id="s18"></a>**S18 — `Local`.** A [`Local`] keeps its attributes in the current context as
 //!   one copy-on-write map (one hidden variable per `Local`): each task sees its own; children see
 //!   the parent's attributes at fork time; `set` or `remove` in a child never changes the parent;
@@ -715,8 +717,8 @@
 //!   thread (any context entered on it with `run` sees them); inside a [`Scoped`] poll they
 //!   belong to that task, and move with it. The task is the outermost `Scoped` on the thread
 //!   (a spawned task) — a `scope` or a `join!` branch inside it shares the task's values — and
-//!   each request of `tower::ContextLayer`, each future `async_to_sync` drives and each
-//!   blocking job is a task of its own. A thread-critical write inside a Tokio task with no
+//!   each request of `tower::ContextLayer` (its `call` included), each future `async_to_sync`
+//!   drives, each blocking job and each call of [`Context::wrap`] is a task of its own. A thread-critical write inside a Tokio task with no
 //!   task of its own is refused (S21), also inside `run`, which gives no storage of its own.
 //! - <a id="s20"></a>**S20 — forking.** [`Context::fork`] is `clone` plus each variable's
 //!   [`Inherit`] policy: [`Inherit::Share`] keeps the `Arc`, [`Inherit::Fork`] stores a new value
@@ -736,12 +738,16 @@
 //!   [isolation by default](#isolation-by-default).
 //! - <a id="s22"></a>**S22 — one context per request.** Behind [`tower::ContextLayer`], each
 //!   request's `call` and its whole response future run in their own fork of the context current
-//!   at `call`: what the handler and the middleware below the layer `set` stays in that request and
-//!   never reaches another, and children spawned with [`task::spawn`] inherit it. The service is
+//!   at `call`, as a task of its own (S19): what the handler and the middleware below the layer
+//!   `set` stays in that request and never reaches another, and children spawned with
+//!   [`task::spawn`] inherit it. A response body that the server polls after the response
+//!   future has finished (a stream) runs outside it: `Scoped::new(Context::current().fork(),
+//!   stream)` (feature `futures`) gives the stream a fork of the request's context. The service is
 //!   `Clone` when the inner one is, and adds no boxing (its future is a [`Scoped`]).
 //! - <a id="s23"></a>**S23 — callbacks and pools.** [`Context::wrap`] makes an `Fn` that runs each
 //!   call in its own fork of the captured context, as if each call were a task: what one call sets
-//!   is seen by no other call, by the caller, or by the pool thread afterwards. `JoinSet`, `join!`,
+//!   is seen by no other call, by the caller, or by the pool thread afterwards; thread-critical
+//!   values (S19) too, which start empty in each call. `JoinSet`, `join!`,
 //!   `select!`, `join_all` and `FuturesUnordered` get one context per future with
 //!   `.with_current_context()` on each ([examples](#isolation-by-default)).
 //! - <a id="s24"></a>**S24 — a whole runtime.** With [`runtime::propagate`] (`--cfg

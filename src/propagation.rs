@@ -97,7 +97,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::baggage::{Baggage as OtelBaggage, BaggageExt as _};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry_sdk::propagation::BaggagePropagator;
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 
 use crate::context::Context;
 use crate::var::{ContextVar, VarKey};
@@ -596,22 +596,17 @@ impl Baggage {
         ours
     }
 
-    /// Whether a raw member of an outgoing header is under one of our keys, as opentelemetry
-    /// reads it.
+    /// Whether a raw member of an outgoing header is under one of our keys: its key, the text
+    /// before the first `=` without surrounding whitespace, percent-decoded as opentelemetry
+    /// decodes keys. Read from the raw bytes rather than by asking opentelemetry to parse the
+    /// member, which drops a member whose value does not decode (`tenant=%FF`): such a member
+    /// of ours is stale all the same, and must not travel next to the fresh one.
     fn is_ours(&self, member: &[u8]) -> bool {
-        let Ok(member) = std::str::from_utf8(member) else {
+        let Some(equals) = member.iter().position(|&b| b == b'=') else {
             return false;
         };
-        // Cheap filter before asking opentelemetry: a key of ours appears raw, or escaped.
-        if !member.contains('%') && !self.entries.iter().any(|e| member.contains(e.key)) {
-            return false;
-        }
-        let context = BaggagePropagator::new()
-            .extract_with_context(&opentelemetry::Context::new(), &OneField(member));
-        context
-            .baggage()
-            .iter()
-            .any(|(key, _)| self.entries.iter().any(|e| e.key == key.as_str()))
+        let key: Cow<'_, [u8]> = percent_decode(member[..equals].trim_ascii()).into();
+        self.entries.iter().any(|e| e.key.as_bytes() == &*key)
     }
 }
 

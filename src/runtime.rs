@@ -72,6 +72,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -238,15 +239,30 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
         .flatten();
     let Some(task) = popped else { return };
     let mut shard = lock(id);
-    let finished = match shard.get_mut(&id) {
+    let replaced = match shard.get_mut(&id) {
         // Normally `Polling`; the replaced state drops after the lock, as it may hold values.
-        Some(state) => Some(mem::replace(state, TaskState::Idle(task))),
+        Some(state) => mem::replace(state, TaskState::Idle(task)),
         // The task completed during this poll and its terminate hook removed the entry.
-        None => Some(TaskState::Idle(task)),
+        None => TaskState::Idle(task),
     };
     drop(shard);
-    // The context's values drop here, outside the lock.
-    drop(finished);
+    if let TaskState::Idle(finished) = replaced {
+        drop_finished(finished);
+    }
+}
+
+/// Drops a finished task's context and thread-critical storage, whose values' `Drop` may run
+/// user code, away from every context that lives on: inside a task entry of its own (a value's
+/// `Drop` that writes changes nothing that stays, as in the task itself; not the worker's nor
+/// a `block_on` root's context), with a panic caught once the panic hook has reported it. A
+/// hook runs outside Tokio's `catch_unwind`: a panic there would abort a multi-thread worker,
+/// or leave a current-thread runtime's `block_on`.
+fn drop_finished(task: Box<OwnedTask>) {
+    let dropped = catch_unwind(AssertUnwindSafe(|| {
+        current::run_as_task(&mut Context::new(), move || drop(task));
+    }));
+    // The payload, if any: reported by the panic hook already.
+    drop(dropped);
 }
 
 /// The terminate hook of [`propagate`]: forgets the task's context. Call it from your own
@@ -266,7 +282,10 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
 /// ```
 pub fn on_task_terminate(meta: &TaskMeta<'_>) {
     let removed = lock(meta.id()).remove(&meta.id());
-    drop(removed);
+    // A task aborted, or dropped with its runtime, between polls: its context goes here.
+    if let Some(TaskState::Idle(task)) = removed {
+        drop_finished(task);
+    }
 }
 
 /// A task's entry in the table.

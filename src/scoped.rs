@@ -102,13 +102,36 @@ impl<F> Scoped<F> {
     }
 
     /// [`Scoped::new`] for a future that is a task of its own wherever it is polled, with its
-    /// own thread-critical storage even inside another task (S19): a request of
-    /// `tower::ContextLayer`, the future `task::async_to_sync` drives.
-    #[cfg_attr(not(any(feature = "tokio", feature = "tower")), allow(dead_code))]
+    /// own thread-critical storage even when polled inside another task (S19): a task of
+    /// `task::spawn` or `task::spawn_local` (its executor may be driven inside another task: a
+    /// runtime in `block_in_place`, a `LocalSet` in a `Scoped`), the future
+    /// `task::async_to_sync` drives.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn new_task(context: Context, inner: F) -> Self {
         Scoped {
             context,
             critical: None,
+            own_storage: true,
+            inner: Some(inner),
+        }
+    }
+
+    /// [`Scoped::new_task`] for a future that `make` makes inside the task's entry, so that
+    /// what it sets on the way, thread-critical values included, is the task's own: a request
+    /// of `tower::ContextLayer`, whose inner service's `call` may set before returning.
+    #[cfg(feature = "tower")]
+    #[inline]
+    pub(crate) fn made_as_task(mut context: Context, make: impl FnOnce() -> F) -> Self {
+        let mut critical = None;
+        let entry = TaskEntry {
+            context: &mut context,
+            critical: &mut critical,
+            own: true,
+        };
+        let inner = current::run_in(entry, make);
+        Scoped {
+            context,
+            critical,
             own_storage: true,
             inner: Some(inner),
         }

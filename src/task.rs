@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 
 use crate::context::Context;
 use crate::current;
-use crate::scoped::{FutureExt, Scoped};
+use crate::scoped::Scoped;
 
 /// Spawns `fut` on the current Tokio runtime in a fork of the caller's context:
 /// `asyncio.create_task`.
@@ -73,7 +73,8 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(fut.with_current_context())
+    // A task of its own wherever its runtime is driven (S19).
+    tokio::spawn(Scoped::new_task(Context::current_fork(), fut))
 }
 
 /// Spawns `!Send` `fut` on the current [`LocalSet`](tokio::task::LocalSet) in a fork of the
@@ -111,7 +112,8 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    tokio::task::spawn_local(fut.with_current_context())
+    // A task of its own wherever its `LocalSet` is driven (S19).
+    tokio::task::spawn_local(Scoped::new_task(Context::current_fork(), fut))
 }
 
 /// Runs `f` on Tokio's blocking pool in a fork of the caller's context.
@@ -165,11 +167,17 @@ where
 /// A [`Local`](crate::Local)'s attributes are merged one by one (S18).
 ///
 /// Where `f` runs: on Tokio's blocking pool — except when this future is polled by an
-/// [`async_to_sync`] call, as part of the future it drives for sync code. Then `f` runs on that sync code's thread,
-/// which is blocked waiting anyway (asgiref's thread-sensitive mode), so nested bridges
-/// (`sync_to_async` → `async_to_sync` → `sync_to_async` → …) never need a second pool thread
-/// and never deadlock, however small the pool (S17). While `f` runs there, the futures of that
-/// `async_to_sync` call wait; tasks they spawned go on.
+/// [`async_to_sync`] call, as part of the future it drives for sync code. Then `f` runs on
+/// that sync code's thread, which is blocked waiting anyway (asgiref's thread-sensitive mode),
+/// so nested bridges (`sync_to_async` → `async_to_sync` → `sync_to_async` → …) never need a
+/// second pool thread and never deadlock, however small the pool (S17). While `f` runs there,
+/// the futures of that `async_to_sync` call wait; tasks they spawned go on.
+///
+/// A task that the driven future *spawns* is polled by its runtime, not by the
+/// `async_to_sync` call (it may outlive it), so a `sync_to_async` awaited in that task runs on
+/// the blocking pool. If the pool's only thread is the one blocked in `async_to_sync` waiting
+/// for that task, it waits forever: await the `sync_to_async` in the driven future itself, or
+/// give the pool more than one thread (Tokio's default is 512).
 ///
 /// # Panics
 ///

@@ -56,6 +56,14 @@
 //! # });
 //! ```
 //!
+//! # Streamed bodies
+//!
+//! The server polls a streamed response body (`Body::from_stream`, server-sent events) after
+//! the response future has finished, so outside the request's context: the stream reads no
+//! request values, and a `set` in it is refused (S21). Give the stream a fork of the request's
+//! context when the handler makes it: `Body::from_stream(Scoped::new(Context::current().fork(),
+//! stream))` (`Scoped` is a `Stream` with the `futures` feature).
+//!
 //! # Where the layer goes
 //!
 //! Outside every middleware that sets a variable. With tower's `ServiceBuilder`, as above, the
@@ -338,15 +346,18 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: http::Request<B>) -> Scoped<S::Future> {
         // `current_fork` is `Context::current().fork()` without an extra clone.
-        let mut context = Context::current_fork();
+        let context = Context::current_fork();
         #[cfg(feature = "opentelemetry")]
-        if let Some(baggage) = &self.baggage {
-            context = baggage.extract_headers_onto(context, request.headers());
-        }
-        let future = context.run(|| self.inner.call(request));
-        Scoped::new_task(context, future)
+        let context = match &self.baggage {
+            Some(baggage) => baggage.extract_headers_onto(context, request.headers()),
+            None => context,
+        };
+        // The inner `call` runs as the request's task: what it sets synchronously, thread-critical
+        // values included, is the request's (S19, S22).
+        Scoped::made_as_task(context, || self.inner.call(request))
     }
 }
 

@@ -58,7 +58,9 @@
 //! ```
 //!
 //! Values are written as JSON strings. Give the variables names that do not clash with the
-//! formatter's own keys (`timestamp`, `level`, `fields`, `target`, `span`, `spans`).
+//! formatter's own keys (`timestamp`, `level`, `fields`, `target`, `span`, `spans`), nor, with
+//! `.flatten_event(true)` (which lifts the event's fields to the top level), with the events'
+//! field names: the line would have the key twice, which strict JSON parsers reject.
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};

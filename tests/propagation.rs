@@ -632,6 +632,25 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
+    /// Whatever a member of ours held, injecting leaves exactly one member under our key: the
+    /// fresh one, last.
+    #[test]
+    fn inject_leaves_one_member_of_ours_whatever_the_stale_one_held(
+        value in proptest::collection::vec(
+            prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff], 0..24),
+    ) {
+        let mut raw = b"a=1,tenant=".to_vec();
+        raw.extend_from_slice(&value);
+        let Ok(value) = HeaderValue::from_bytes(&raw) else { return Ok(()); };
+        if raw.iter().filter(|&&b| b == b',').count() > 1 {
+            return Ok(()); // a comma in the value starts another member
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("baggage", value);
+        TENANT.sync_scope("fresh".into(), || baggage().inject_headers(&mut headers));
+        prop_assert_eq!(headers["baggage"].as_bytes(), b"a=1,tenant=fresh");
+    }
+
     /// Any string round-trips, trimmed of leading and trailing whitespace.
     #[test]
     fn any_string_round_trips_but_for_outer_whitespace(value in any::<String>()) {
@@ -646,6 +665,39 @@ proptest! {
         let cx = BaggagePropagator::new().extract_with_context(&opentelemetry::Context::new(), &carrier);
         prop_assert_eq!(cx.baggage().get("tenant").map(|v| v.as_str()), Some(value.trim()));
     }
+}
+
+#[test]
+fn stale_members_of_ours_go_whatever_their_value() {
+    // Values opentelemetry cannot decode: the member is still ours, and stale.
+    for stale in [
+        &b"tenant=%FF"[..],
+        b"tenant=%C3",
+        b"tenant=%ED%A0%80",
+        b"tenant=caf\xe9",
+        b"tenant=a b",
+        b"tenant=\"x\"",
+        b" tenant = x;%FF",
+        b"ten%61nt=%FF",
+    ] {
+        let mut raw = stale.to_vec();
+        raw.extend_from_slice(b",x=1");
+        let mut headers = headers_from_bytes(&raw);
+        TENANT.sync_scope("fresh".into(), || baggage().inject_headers(&mut headers));
+        assert_eq!(
+            headers["baggage"],
+            "x=1,tenant=fresh",
+            "{:?}",
+            stale.escape_ascii()
+        );
+        let mut headers = headers_from_bytes(&raw);
+        baggage().inject_headers(&mut headers); // not bound here: removed
+        assert_eq!(headers["baggage"], "x=1", "{:?}", stale.escape_ascii());
+    }
+    // Not ours: another key, a key that only contains ours, a member with no key.
+    let mut headers = headers("tenants=1,xtenant=2,tenant,=3");
+    TENANT.sync_scope("t".into(), || baggage().inject_headers(&mut headers));
+    assert_eq!(headers["baggage"], "tenants=1,xtenant=2,tenant,=3,tenant=t");
 }
 
 #[test]

@@ -544,3 +544,70 @@ fn hooks_called_by_hand_inside_a_run_leave_the_task_only_once_it_is_innermost() 
         [((Some(1), None), Some("set in the task".to_owned()), None)]
     );
 }
+
+/// Panics when dropped, after counting the drop.
+struct PanicsWhenDropped(Arc<AtomicUsize>);
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Relaxed);
+        panic!("a value of a finished task panics in its drop");
+    }
+}
+
+static BOMB: ContextVar<PanicsWhenDropped> = ContextVar::new("bomb");
+
+#[test]
+fn a_panic_dropping_a_finished_tasks_values_stays_off_the_worker_and_the_caller() {
+    // A finished task's context drops in a hook, outside Tokio's `catch_unwind`: a panic there
+    // would abort a multi-thread worker (the whole process) or leave a current-thread
+    // `block_on`. The panic hook reports it; the runtime and the caller go on.
+    let drops = Arc::new(AtomicUsize::new(0));
+    for rt in [propagating_multi_thread(2), propagating_current_thread()] {
+        let drops_in = drops.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(async move {
+                let joined = tokio::spawn(async move { BOMB.set(PanicsWhenDropped(drops_in)) });
+                joined.await.expect("the task itself completed");
+                tokio::spawn(async { 7 }).await.unwrap() // the runtime still runs tasks
+            })
+        }));
+        assert_eq!(outcome.ok(), Some(7), "the panic left block_on");
+    }
+    assert_eq!(drops.load(Relaxed), 2, "both values were dropped");
+}
+
+/// Sets `REQUEST` when dropped.
+struct SetsWhenDropped;
+
+impl Drop for SetsWhenDropped {
+    fn drop(&mut self) {
+        REQUEST.set(999);
+    }
+}
+
+static SETTER: ContextVar<SetsWhenDropped> = ContextVar::new("setter");
+
+#[test]
+fn a_write_while_a_finished_tasks_values_drop_reaches_no_other_context() {
+    // S15, S24: the finished task's values drop in a context of their own, not in the
+    // worker's or in the `block_on` root's that spawned the task.
+    for rt in [propagating_current_thread(), propagating_multi_thread(2)] {
+        let seen = rt.block_on(async {
+            REQUEST.set(1);
+            tokio::spawn(async { SETTER.set(SetsWhenDropped) })
+                .await
+                .unwrap();
+            let aborted = tokio::spawn(async {
+                SETTER.set(SetsWhenDropped);
+                std::future::pending::<()>().await
+            });
+            tokio::task::yield_now().await;
+            aborted.abort(); // dropped between polls: by the terminate hook
+            assert!(aborted.await.unwrap_err().is_cancelled());
+            let in_a_task = tokio::spawn(async { request() }).await.unwrap();
+            (request(), in_a_task)
+        });
+        assert_eq!(seen, (Some(1), Some(1)));
+    }
+}

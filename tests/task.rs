@@ -435,3 +435,50 @@ fn ten_thousand_tasks_only_ever_see_their_own_values() {
     assert_eq!(checks.load(Relaxed), TASKS * 10 + 1);
     assert_eq!(mismatches.load(Relaxed), 1, "only the deliberate mismatch");
 }
+
+#[test]
+fn spawned_tasks_have_their_own_thread_critical_values_wherever_their_executor_runs() {
+    // S19: a task of `task::spawn` / `task::spawn_local` is a task of its own even when its
+    // executor is driven inside another task: a runtime's `block_on` in `block_in_place`, a
+    // `LocalSet` run inside a `Scoped` future.
+    static CONNECTION: contextvars::Local = contextvars::Local::thread_critical();
+    fn connection() -> Option<u32> {
+        CONNECTION.get::<u32>("conn").ok().map(|v| *v)
+    }
+    let seen = multi_thread(2).block_on(async {
+        task::spawn(async {
+            let second = tokio::task::block_in_place(|| {
+                current_thread().block_on(async {
+                    task::spawn(async { CONNECTION.set("conn", 1_u32) })
+                        .await
+                        .unwrap();
+                    task::spawn(async { connection() }).await.unwrap()
+                })
+            });
+            (second, connection())
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(seen, (None, None), "(the next task, the enclosing task)");
+
+    async fn two_local_tasks() -> (Option<u32>, Option<u32>) {
+        task::spawn_local(async { CONNECTION.set("conn", 1_u32) })
+            .await
+            .unwrap();
+        let second = task::spawn_local(async { connection() }).await.unwrap();
+        (second, connection())
+    }
+    let rt = current_thread();
+    let local_set = tokio::task::LocalSet::new();
+    let seen = rt.block_on(
+        local_set
+            .run_until(two_local_tasks())
+            .with_current_context(),
+    );
+    assert_eq!(
+        seen,
+        (None, None),
+        "(the next task, the future driving the LocalSet)"
+    );
+}

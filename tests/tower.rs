@@ -116,6 +116,39 @@ fn what_call_sets_synchronously_stays_in_the_request() {
 }
 
 #[test]
+fn thread_critical_values_set_in_call_are_the_requests_own() {
+    // S19, S22: the inner `call` runs as the request's task, so a thread-critical `Local` set
+    // there synchronously (a `service_fn` before its future, an interceptor) is allowed in a
+    // plain `tokio::spawn` task (hyper's connection task), is seen by the response future, and
+    // stays out of the task that called the service (the connection, on keep-alive).
+    static CONNECTION: contextvars::Local = contextvars::Local::thread_critical();
+    let service = || {
+        ContextService::new(service_fn(|_: http::Request<()>| {
+            CONNECTION.set("conn", 7_u32);
+            async { Ok::<_, Infallible>(CONNECTION.contains("conn")) }
+        }))
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let seen = rt.block_on(async move {
+        let plain = tokio::spawn(async move {
+            let mut service = service();
+            let response = service.ready().await.unwrap().call(http::Request::new(()));
+            response.await.unwrap()
+        });
+        let in_task = task::spawn(async move {
+            let mut service = service();
+            let response = service.ready().await.unwrap().call(http::Request::new(()));
+            (response.await.unwrap(), CONNECTION.contains("conn"))
+        });
+        (plain.await.unwrap(), in_task.await.unwrap())
+    });
+    assert_eq!(seen, (true, (true, false)));
+}
+
+#[test]
 fn nothing_leaks_to_the_caller_after_the_response_completes() {
     current_thread().block_on(async {
         REQUEST_ID.set("caller".to_string());
@@ -721,4 +754,50 @@ fn a_bare_hyper_server_gives_every_request_its_own_context() {
         mismatches
     });
     assert_eq!(mismatches, 0);
+}
+
+#[test]
+#[cfg(feature = "futures")]
+fn a_streamed_body_sees_the_request_only_when_wrapped() {
+    // S22 covers `call` and the response future. A body stream is polled by the server after
+    // that future has finished, outside the request's context; `Scoped` over the stream (with
+    // the `futures` feature) gives it a fork of the request's context.
+    async fn streamed(wrap: bool) -> axum::body::Body {
+        let chunk = futures::stream::once(async {
+            let id = REQUEST_ID
+                .get()
+                .map_or("none".to_owned(), |id| (*id).clone());
+            Ok::<_, Infallible>(id)
+        });
+        match wrap {
+            true => axum::body::Body::from_stream(Scoped::new(Context::current().fork(), chunk)),
+            false => axum::body::Body::from_stream(chunk),
+        }
+    }
+    async fn set_id(request: Request, next: Next) -> Response {
+        REQUEST_ID.set(request.uri().path().trim_start_matches('/').to_owned());
+        next.run(request).await
+    }
+    let app = Router::new()
+        .route("/wrapped", get(|| streamed(true)))
+        .route("/plain", get(|| streamed(false)))
+        .layer(
+            ServiceBuilder::new()
+                .layer(ContextLayer::new())
+                .layer(middleware::from_fn(set_id)),
+        );
+    let bodies = current_thread().block_on(async {
+        let mut bodies = Vec::new();
+        for path in ["/wrapped", "/plain"] {
+            let request = Request::builder().uri(path).body(axum::body::Body::empty());
+            let response = app.clone().oneshot(request.unwrap()).await.unwrap();
+            // The response future is done: the body is read as a server reads it, afterwards.
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            bodies.push(String::from_utf8(body.to_vec()).unwrap());
+        }
+        bodies
+    });
+    assert_eq!(bodies, ["wrapped", "none"]);
 }

@@ -77,6 +77,27 @@ fn what_one_call_sets_is_seen_by_no_other_call_nor_the_caller() {
 }
 
 #[test]
+fn thread_critical_values_set_in_a_call_stay_in_that_call() {
+    // S23 over S19: each call is a task of its own, so a thread-critical `Local` starts empty
+    // in every call and what a call sets ends with it, on a pool thread as on the caller's.
+    static CONNECTION: contextvars::Local = contextvars::Local::thread_critical();
+    CONNECTION.set("conn", 0_u64); // the calling thread's own
+    let call = Context::new().wrap(|n: u64| {
+        let before = CONNECTION.contains("conn");
+        CONNECTION.set("conn", n);
+        before
+    });
+    assert!(!call(1), "a call does not see the thread's");
+    assert!(!call(2), "nor an earlier call's");
+    assert_eq!(CONNECTION.get::<u64>("conn").map(|v| *v), Ok(0));
+    let pool = pool(2);
+    let seen: Vec<bool> = pool.install(|| (0..100).into_par_iter().map(&call).collect());
+    assert!(seen.iter().all(|seen| !seen), "{seen:?}");
+    let left: Vec<bool> = pool.broadcast(|_| CONNECTION.contains("conn"));
+    assert_eq!(left, [false, false], "nothing left on the pool threads");
+}
+
+#[test]
 fn the_captured_context_is_taken_at_wrap_not_at_each_call() {
     REQUEST.set("before".to_string());
     let call = Context::current().wrap(|()| REQUEST.get().map(|r| (*r).clone()));
