@@ -75,7 +75,7 @@
 //! boxes its future on every request. Measured on the repository's load-test server (an axum
 //! hello-world called in process, BENCHMARKS.md), a call of its own for `ContextLayer` costs
 //! 1,400–1,700 instructions per request, more than all the crate's own work for the request
-//! (1,050–1,120). This holds for any middleware: axum's docs recommend
+//! (1,030–1,120). This holds for any middleware: axum's docs recommend
 //! `ServiceBuilder` for several layers (`tower` in your dependencies).
 //!
 //! The layer works on any
