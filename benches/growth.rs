@@ -1,6 +1,7 @@
-//! How cost grows with the number of variables: `get`, one and three `set`s with a snapshot
-//! alive, and the memory a copy costs once it diverges (by one write and by three), at 1, 10, 100, 1,000 and 10,000 bound variables —
-//! contextvars next to OpenTelemetry's `Context` and `imbl::HashMap` used directly.
+//! How cost grows with the number of variables: `get`, one and three `set`s with a snapshot alive,
+//! and the memory a copy costs once it diverges (by one write and by three), at 1, 10, 100, 1,000
+//! and 10,000 bound variables — contextvars next to OpenTelemetry's `Context` and `imbl::HashMap`
+//! used directly.
 //!
 //! `cargo bench --bench growth`, then `python3 scripts/plot_growth.py` for the table and the
 //! plot in BENCHMARKS.md. OpenTelemetry keys are types, so it is measured up to 1,000 keys.

@@ -423,12 +423,12 @@ impl Context {
     /// Wraps an `Fn` so that each call runs in its own fork of this context, as if each call
     /// were a task of its own (S23).
     ///
-    /// What one call sets is seen by no other call, not by the caller, and not by the thread
-    /// that ran it afterwards. Values of a thread-critical [`Local`](crate::Local) too: each
-    /// call starts with none and drops what it set when it returns (S19). This is the way to carry a request's values into rayon
-    /// (`par_iter().map(ctx.wrap(f))`), a thread pool, or a callback registered with a library.
-    /// The returned closure is `Send` and `Sync` when `f` is, and `Clone`; clones share
-    /// nothing but the captured context.
+    /// What one call sets is seen by no other call, not by the caller, and not by the thread that
+    /// ran it afterwards. Values of a thread-critical [`Local`](crate::Local) too: each call starts
+    /// with none and drops what it set when it returns (S19). This is the way to carry a request's
+    /// values into rayon (`par_iter().map(ctx.wrap(f))`), a thread pool, or a callback registered
+    /// with a library. The returned closure is `Send` and `Sync` when `f` is, and `Clone`; clones
+    /// share nothing but the captured context.
     ///
     /// # Panics
     ///

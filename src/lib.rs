@@ -592,12 +592,12 @@
 //! - **The map.** A [`Context`] is an `Arc` around a persistent map from variable id to binding
 //!   (the value as an `Arc<dyn Any + Send + Sync>`, plus the variable's [`Inherit`] policy). Up to
 //!   16 bindings it is a flat array, scanned linearly, changed in place when not shared; beyond 16
-//!   it is a hash array mapped trie (`imbl`) whose writes copy only the path to the changed
-//!   entry. A write to a map of six or more bindings that a copy shares adds a small *layer* of
-//!   changes over it instead of copying it (`copy_context(); set` costs the same at 10 or 10,000
-//!   bindings); a third change flattens the layer: over a trie, by writing its changes into a
-//!   copy of the trie that shares its nodes (a path each), over an array by copying it.
-//!   Copying a context clones one `Arc`. When a context goes that alone holds an array of the first capacity (room for 4
+//!   it is a hash array mapped trie (`imbl`) whose writes copy only the path to the changed entry.
+//!   A write to a map of six or more bindings that a copy shares adds a small *layer* of changes
+//!   over it instead of copying it (`copy_context(); set` costs the same at 10 or 10,000 bindings);
+//!   a third change flattens the layer: over a trie, by writing its changes into a copy of the trie
+//!   that shares its nodes (a path each), over an array by copying it. Copying a context clones one
+//!   `Arc`. When a context goes that alone holds an array of the first capacity (room for 4
 //!   bindings), its bindings are dropped and the array is kept (up to 8 per thread) for the
 //!   thread's next new context: a request's context allocates only its values.
 //! - **Ids.** Each [`ContextVar`] takes an id from a global counter on first use (never reused,
@@ -622,8 +622,9 @@
 //!   swap, and a [`Scoped`] poll under 1 ns; a `set` allocates its `Arc` and, with its
 //!   `reset`, costs ~36 ns, ~50 ns with a copy alive from 10 variables up (~80 ns at 1, where
 //!   the whole array is copied); the first `set` in a new context ~44 ns; a `task::spawn`
-//!   ~20–35 ns over `tokio::spawn`; [`tower::ContextLayer`] ~30 ns per request. Every figure, with its command and its baseline (`thread_local!`,
-//!   `task_local!`, `opentelemetry::Context`), is in
+//!   ~20–35 ns over `tokio::spawn`; [`tower::ContextLayer`] ~30 ns per request. Every figure,
+//!   with its command and its baseline (`thread_local!`, `task_local!`,
+//!   `opentelemetry::Context`), is in
 //!   [BENCHMARKS.md](https://github.com/contextvars-rs/contextvars/blob/main/BENCHMARKS.md).
 //!
 //! # Semantics
@@ -696,15 +697,15 @@
 //!   caller. The pool thread is never left with a dirty context.
 //! - <a id="s17"></a>**S17 — `async_to_sync`.** [`task::async_to_sync`] runs a future to completion
 //!   from sync code, in a fork of the thread's current context (S20's policies apply) — on the
-//!   runtime of the enclosing `sync_to_async` or `spawn_blocking` if any, else on a private
-//!   runtime kept per thread — and its changes come back as in S16. It works wherever Tokio allows blocking: a plain thread, a
-//!   thread that only entered a runtime, inside `block_in_place`, a blocking job of this crate.
-//!   Where blocking is not allowed (directly inside a task's poll or a `block_on`) it panics with a
-//!   message naming `async_to_sync`, never deadlocks. Nested bridges never deadlock, however small
-//!   the blocking pool: sync code reached through `async_to_sync` → `sync_to_async` runs on the
-//!   thread already blocked in `async_to_sync` (asgiref's thread-sensitive rule). This holds for
-//!   `sync_to_async` awaited by the driven future, not in tasks it spawns, which run on the pool
-//!   (see [`task::sync_to_async`]).
+//!   runtime of the enclosing `sync_to_async` or `spawn_blocking` if any, else on a private runtime
+//!   kept per thread — and its changes come back as in S16. It works wherever Tokio allows
+//!   blocking: a plain thread, a thread that only entered a runtime, inside `block_in_place`, a
+//!   blocking job of this crate. Where blocking is not allowed (directly inside a task's poll or a
+//!   `block_on`) it panics with a message naming `async_to_sync`, never deadlocks. Nested bridges
+//!   never deadlock, however small the blocking pool: sync code reached through `async_to_sync` →
+//!   `sync_to_async` runs on the thread already blocked in `async_to_sync` (asgiref's
+//!   thread-sensitive rule). This holds for `sync_to_async` awaited by the driven future, not in
+//!   tasks it spawns, which run on the pool (see [`task::sync_to_async`]).
 //! - <a id="s18"></a>**S18 — `Local`.** A [`Local`] keeps its attributes in the current context as
 //!   one copy-on-write map (one hidden variable per `Local`): each task sees its own; children see
 //!   the parent's attributes at fork time; `set` or `remove` in a child never changes the parent;
@@ -714,12 +715,16 @@
 //!   the wrong type is a [`LocalError`].
 //! - <a id="s19"></a>**S19 — thread-critical `Local`.** Values of a [`Local::thread_critical`] are
 //!   never carried by a fork, a bridge or [`thread::spawn`]. In plain code they belong to the
-//!   thread (any context entered on it with `run` sees them); inside a [`Scoped`] poll they
-//!   belong to that task, and move with it. The task is the outermost `Scoped` on the thread
-//!   (a spawned task) — a `scope` or a `join!` branch inside it shares the task's values — and
-//!   each request of `tower::ContextLayer` (its `call` included), each future `async_to_sync`
-//!   drives, each blocking job and each call of [`Context::wrap`] is a task of its own. A thread-critical write inside a Tokio task with no
-//!   task of its own is refused (S21), also inside `run`, which gives no storage of its own.
+//!   thread (any context entered on it with `run` sees them); inside a [`Scoped`] poll they belong
+//!   to that task, and move with it. The task is the outermost `Scoped` on the thread (a future
+//!   spawned with `tokio::spawn(fut.with_current_context())`) — a `scope` or a `join!` branch
+//!   inside it shares the task's values — and each task of [`task::spawn`] or
+//!   [`task::spawn_local`] (even when its executor is driven inside another task: a runtime in
+//!   `block_in_place`, a `LocalSet` in a `Scoped`), each request of `tower::ContextLayer` (its
+//!   `call` included), each future `async_to_sync` drives, each blocking job and each call of
+//!   [`Context::wrap`] is a task of its own. A thread-critical write inside a
+//!   Tokio task with no task of its own is refused (S21), also inside `run`, which gives no storage
+//!   of its own.
 //! - <a id="s20"></a>**S20 — forking.** [`Context::fork`] is `clone` plus each variable's
 //!   [`Inherit`] policy: [`Inherit::Share`] keeps the `Arc`, [`Inherit::Fork`] stores a new value
 //!   computed from the old, [`Inherit::None`] drops it. With no such variables a fork costs what a

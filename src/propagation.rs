@@ -597,16 +597,21 @@ impl Baggage {
     }
 
     /// Whether a raw member of an outgoing header is under one of our keys: its key, the text
-    /// before the first `=` without surrounding whitespace, percent-decoded as opentelemetry
-    /// decodes keys. Read from the raw bytes rather than by asking opentelemetry to parse the
-    /// member, which drops a member whose value does not decode (`tenant=%FF`): such a member
-    /// of ours is stale all the same, and must not travel next to the fresh one.
+    /// before the first `=`, read as opentelemetry reads keys (percent-decoded, then trimmed of
+    /// whitespace, Unicode's included). Read from the raw bytes rather than by asking
+    /// opentelemetry to parse the member, which drops a member whose value does not decode
+    /// (`tenant=%FF`): such a member of ours is stale all the same, and must not travel next to
+    /// the fresh one.
     fn is_ours(&self, member: &[u8]) -> bool {
         let Some(equals) = member.iter().position(|&b| b == b'=') else {
             return false;
         };
-        let key: Cow<'_, [u8]> = percent_decode(member[..equals].trim_ascii()).into();
-        self.entries.iter().any(|e| e.key.as_bytes() == &*key)
+        let key: Cow<'_, [u8]> = percent_decode(&member[..equals]).into();
+        let Ok(key) = std::str::from_utf8(&key) else {
+            return false; // not a key of ours: ours are ASCII
+        };
+        let key = key.trim();
+        self.entries.iter().any(|e| e.key == key)
     }
 }
 

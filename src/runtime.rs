@@ -254,11 +254,14 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
 /// Drops a finished task's context and thread-critical storage, whose values' `Drop` may run
 /// user code, away from every context that lives on: inside a task entry of its own (a value's
 /// `Drop` that writes changes nothing that stays, as in the task itself; not the worker's nor
-/// a `block_on` root's context), with a panic caught once the panic hook has reported it. A
-/// hook runs outside Tokio's `catch_unwind`: a panic there would abort a multi-thread worker,
-/// or leave a current-thread runtime's `block_on`.
+/// a `block_on` root's context), with a panic caught once the panic hook has reported it.
+/// Tokio runs the after-poll hook outside its `catch_unwind`: a panic there would abort a
+/// multi-thread worker, or leave a current-thread runtime's `block_on`.
 fn drop_finished(task: Box<OwnedTask>) {
     let dropped = catch_unwind(AssertUnwindSafe(|| {
+        // What those `Drop`s write goes into this empty context, dropped in turn once the
+        // entry is left: only a value written there whose own `Drop` writes reaches the
+        // thread's current context.
         current::run_as_task(&mut Context::new(), move || drop(task));
     }));
     // The payload, if any: reported by the panic hook already.
@@ -282,7 +285,8 @@ fn drop_finished(task: Box<OwnedTask>) {
 /// ```
 pub fn on_task_terminate(meta: &TaskMeta<'_>) {
     let removed = lock(meta.id()).remove(&meta.id());
-    // A task aborted, or dropped with its runtime, between polls: its context goes here.
+    // A task dropped between polls, with its runtime (an aborted task is cancelled inside a
+    // poll, and its context goes in the after-poll hook): its context goes here.
     if let Some(TaskState::Idle(task)) = removed {
         drop_finished(task);
     }

@@ -390,6 +390,9 @@ pub trait FutureExt: Future + Sized {
     ///
     /// Use it on a future you hand to another executor or to `tokio::spawn`, so that it neither
     /// sees later changes of the caller nor writes into the thread it happens to run on (S13).
+    /// One difference from `task::spawn`: polled inside another task (its executor driven in
+    /// `block_in_place` or inside a `Scoped`), it shares that task's thread-critical `Local`
+    /// values (S19), where a task of `task::spawn` has its own.
     ///
     /// # Panics
     ///

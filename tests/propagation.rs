@@ -679,6 +679,11 @@ fn stale_members_of_ours_go_whatever_their_value() {
         b"tenant=\"x\"",
         b" tenant = x;%FF",
         b"ten%61nt=%FF",
+        // Keys that opentelemetry reads as `tenant`: decoded, then trimmed.
+        b"tenant%20=stale",
+        b"%20tenant=stale",
+        b"tenant%09=stale",
+        b"tenant%C2%A0=stale",
     ] {
         let mut raw = stale.to_vec();
         raw.extend_from_slice(b",x=1");

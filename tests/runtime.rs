@@ -603,11 +603,56 @@ fn a_write_while_a_finished_tasks_values_drop_reaches_no_other_context() {
                 std::future::pending::<()>().await
             });
             tokio::task::yield_now().await;
-            aborted.abort(); // dropped between polls: by the terminate hook
+            aborted.abort(); // cancelled inside a poll: the after-poll hook drops its context
             assert!(aborted.await.unwrap_err().is_cancelled());
             let in_a_task = tokio::spawn(async { request() }).await.unwrap();
             (request(), in_a_task)
         });
         assert_eq!(seen, (Some(1), Some(1)));
     }
+}
+
+#[test]
+fn tasks_dropped_with_their_runtime_drop_their_values_in_a_context_of_their_own() {
+    // A runtime dropped with parked tasks: the terminate hook drops each task's context (it
+    // is between polls). A value's `Drop` that writes reaches no other context, and one that
+    // panics neither aborts nor leaves the thread dropping the runtime.
+    let drops = Arc::new(AtomicUsize::new(0));
+    for rt in [propagating_multi_thread(2), propagating_current_thread()] {
+        let drops_in = drops.clone();
+        rt.block_on(async move {
+            let (parked, ready) = std::sync::mpsc::channel();
+            let started = parked.clone();
+            tokio::spawn(async move {
+                SETTER.set(SetsWhenDropped);
+                started.send(()).unwrap();
+                std::future::pending::<()>().await
+            });
+            tokio::spawn(async move {
+                BOMB.set(PanicsWhenDropped(drops_in));
+                parked.send(()).unwrap();
+                std::future::pending::<()>().await
+            });
+            for _ in 0..2 {
+                while ready.try_recv().is_err() {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let mut ctx = Context::new().with_value(&REQUEST, 1);
+        let dropped =
+            ctx.run(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(rt))));
+        assert!(dropped.is_ok(), "a value's panic left the runtime's drop");
+        assert_eq!(
+            ctx.get(&REQUEST).as_deref(),
+            Some(&1),
+            "a value's write reached the caller"
+        );
+        assert!(REQUEST.get().is_none());
+    }
+    assert_eq!(
+        drops.load(Relaxed),
+        2,
+        "both runtimes dropped their task's value"
+    );
 }
