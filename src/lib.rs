@@ -577,10 +577,11 @@
 //!
 //! # MSRV and semver policy
 //!
-//! The minimum supported Rust version is **1.85** (edition 2024, `rust-version` in `Cargo.toml`); raising it is
-//! done only in a release that bumps the version's first non-zero number (0.1 → 0.2), like any
-//! breaking change. The semantics below are part of the API: a change to a numbered rule is a
-//! breaking change.
+//! The minimum supported Rust version is **1.85** (edition 2024, `rust-version` in
+//! `Cargo.toml`; CI checks the crate with it, with all features and with none, and with
+//! `--cfg tokio_unstable`); raising it is done only in a release that bumps the version's first
+//! non-zero number (0.1 → 0.2), like any breaking change. The semantics below are part of the
+//! API: a change to a numbered rule is a breaking change.
 //!
 //! opentelemetry's `Injector` and `Extractor` traits appear in [`propagation::Baggage`]'s
 //! signatures, so they are public API of this crate: the `opentelemetry` feature follows
