@@ -669,6 +669,12 @@ impl Context {
 
     /// What writes to this context replaced and may hold the last references to user values
     /// (see `map::VarMap`'s `retired`): [`current::modify`] drops it after the write.
+    /// The address of this context's map storage (see `VarMap::identity`).
+    #[inline]
+    pub(crate) fn map_identity(&self) -> *const () {
+        self.map.identity()
+    }
+
     #[inline]
     pub(crate) fn take_retired(&mut self) -> Retired {
         self.map.take_retired()

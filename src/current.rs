@@ -51,9 +51,13 @@
 //!    to the very context it reads. A write while a read is in progress first keeps a copy of
 //!    the context (O(1): one reference count) until the outermost read ends, which keeps the map,
 //!    and with it every value, alive. The write then finds the map shared and copies before
-//!    changing it, so the memory the reader points into is never written. Leaving a runtime
-//!    task's context (the one entry not tied to a stack frame, so it can end inside a read)
-//!    keeps a copy the same way. A write never drops a value itself: what it displaces, and map
+//!    changing it, so the memory the reader points into is never written. A write keeps no
+//!    copy when the map storage it changes is the one a previous write left current with no
+//!    read started since ([`Fresh`]): no read in progress points into it, and everything one
+//!    may point into is kept, so shared, so copied before any change. (Else a loop of writes
+//!    inside one read would keep a copy, and every value it replaced, per write.) Leaving a
+//!    runtime task's context (the one entry not tied to a stack frame, so it can end inside a
+//!    read) keeps a copy the same way. A write never drops a value itself: what it displaces, and map
 //!    representations it retires, are dropped after it lets go of the context.
 //! 4. **A cached lookup is used only in the version that made it, by the variable that made
 //!    it.** The current context can change only through [`enter`], [`leave`] and [`modify`],
@@ -95,8 +99,13 @@ struct Hot {
     cache: [Cell<Cached>; CACHE_SLOTS],
     /// [`read_value`]s in progress on the thread.
     readers: Cell<usize>,
+    /// [`read_value`]s started on the thread (wrapping): a read that starts makes [`Fresh`]
+    /// stale.
+    reads: Cell<u64>,
     /// Whether `Own::kept` holds copies to drop when the outermost read ends.
     kept: Cell<bool>,
+    /// The map storage a write left current while reads were in progress (invariant 3).
+    fresh: Cell<Fresh>,
     /// The thread-critical storage of the innermost task entry that has one of its own (the
     /// outermost task entry, or a forced one); null when no task is entered, and the thread's
     /// own storage is in use.
@@ -120,6 +129,25 @@ impl Drop for Own {
         // `HOT` is gone too, as on targets without native thread-locals, nothing can use them.)
         let _ = HOT.try_with(Hot::changed);
     }
+}
+
+/// What a write left current while reads were in progress: `context`'s map storage was
+/// `map` when `reads` reads had started. While all three still hold, no read in progress can
+/// point into that storage (invariant 3), and a write needs to keep no copy for them.
+#[derive(Clone, Copy)]
+struct Fresh {
+    context: *const Context,
+    map: *const (),
+    reads: u64,
+}
+
+impl Fresh {
+    /// Matches no current context: those are never null.
+    const NONE: Fresh = Fresh {
+        context: ptr::null(),
+        map: ptr::null(),
+        reads: 0,
+    };
 }
 
 /// Slots of [`Hot::cache`]: a handful of variables is what a hot path reads.
@@ -150,7 +178,9 @@ thread_local! {
             version: Cell::new(1),
             cache: [const { Cell::new(Cached::EMPTY) }; CACHE_SLOTS],
             readers: Cell::new(0),
+            reads: Cell::new(0),
             kept: Cell::new(false),
+            fresh: Cell::new(Fresh::NONE),
             critical: Cell::new(ptr::null_mut()),
         }
     };
@@ -338,6 +368,7 @@ pub(crate) fn read_value<T: Send + Sync + 'static, R>(
 ) -> R {
     with_hot(|hot| {
         let value = find(hot, var);
+        hot.reads.set(hot.reads.get().wrapping_add(1));
         // Counted only around `f`, with nothing opaque in between: when `f` inlines and
         // cannot write, the compiler drops the count altogether.
         hot.readers.set(hot.readers.get() + 1);
@@ -348,6 +379,31 @@ pub(crate) fn read_value<T: Send + Sync + 'static, R>(
         // read ends.
         f(unsafe { value.as_ref() })
     })
+}
+
+/// A write inside a read is done: every storage a read in progress may point into is kept
+/// (just now, or earlier and still held), so what is current now is new since, or is kept
+/// itself and so is copied before any change.
+#[cold]
+#[inline(never)]
+fn record_fresh(hot: &Hot, context: &Context) {
+    hot.fresh.set(Fresh {
+        context,
+        map: context.map_identity(),
+        reads: hot.reads.get(),
+    });
+}
+
+/// Whether `context`'s map storage is the one an earlier write left current, with no read
+/// started since (see [`Fresh`]).
+#[inline]
+fn is_fresh(hot: &Hot, context: *const Context) -> bool {
+    let fresh = hot.fresh.get();
+    // SAFETY: `context` is the live current context (invariant 1), read before the caller
+    // makes a `&mut` to it.
+    fresh.context == context
+        && fresh.reads == hot.reads.get()
+        && fresh.map == unsafe { &*context }.map_identity()
 }
 
 /// A write is about to change `context` while a [`read_value`] runs: keep what it reads.
@@ -425,13 +481,16 @@ fn modify_then<R>(
             return None;
         }
         hot.changed();
-        if hot.readers.get() != 0 {
+        if hot.readers.get() != 0 && !is_fresh(hot, context) {
             keep_for_reader(hot, context);
         }
         // SAFETY: the current context is live (invariant 1) and no other reference to it is in
         // use (invariant 2; a reader's values are kept elsewhere, invariant 3).
         let context = unsafe { &mut *context };
         let result = f(context);
+        if hot.readers.get() != 0 {
+            record_fresh(hot, context);
+        }
         then(hot);
         let retired = context.take_retired();
         // Dropped with the `&mut` no longer in use: it may run a value's `Drop`, which may use

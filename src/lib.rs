@@ -180,6 +180,14 @@
 //! - **A callback or a pool job**: [`Context::wrap`] (an `Fn`, each call in its own fork) and
 //!   [`Context::bind`] (an `FnOnce`).
 //!
+//! **A runtime driven inside an entered context** (`Handle::block_on` in `block_in_place` in a
+//! task, a current-thread runtime's `block_on` in a blocking job or in [`Context::run`], a
+//! `LocalSet` inside a [`Scoped`]) polls its plain `tokio::spawn` / `spawn_local` tasks inside
+//! that context, on the same thread: they read and write it as the code around them would, and
+//! S21 does not refuse them, since a context is entered. Spawn them with [`task::spawn`] /
+//! [`task::spawn_local`] (each then has a context of its own), or build that runtime with
+//! `runtime::propagate`.
+//!
 //! **Test on a multi-thread runtime.** On a current-thread runtime (`#[tokio::test]`'s default)
 //! a plain `tokio::spawn` task runs on the thread whose context the test's root future writes,
 //! so it *reads* the test's values, as a child would; on a multi-thread runtime it runs on a

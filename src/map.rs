@@ -445,6 +445,19 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
     }
 
     /// Whether both maps are the same allocation (so certainly equal).
+    /// The address of the map's storage (null when nothing is allocated): a write that changes
+    /// storage another map shares makes new storage first, so storage keeps its address only
+    /// while no copy shares it.
+    #[inline]
+    pub(crate) fn identity(&self) -> *const () {
+        match &self.repr {
+            Repr::Small(None) => std::ptr::null(),
+            Repr::Small(Some(entries)) => Arc::as_ptr(entries).cast(),
+            Repr::Large(trie) => Arc::as_ptr(trie).cast(),
+            Repr::Layered(layer) => Arc::as_ptr(layer).cast(),
+        }
+    }
+
     #[inline]
     pub(crate) fn ptr_eq(&self, other: &VarMap<K, V>) -> bool {
         match (&self.repr, &other.repr) {

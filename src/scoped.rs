@@ -27,6 +27,12 @@ pin_project! {
     /// With the `futures` feature, a `Scoped` stream or sink is a `Stream` or `Sink` that enters
     /// its context the same way.
     ///
+    /// When a `Scoped` is dropped, its inner future is dropped inside its context, and then the
+    /// context, with its values, in whatever context is current there: a value whose `Drop`
+    /// writes to context variables writes there (and, on a Tokio worker with no context entered,
+    /// is refused by S21). Under `runtime::propagate`, a task's own context is dropped in a
+    /// context of its own.
+    ///
     /// # Examples
     ///
     /// ```
@@ -321,7 +327,10 @@ impl<S: futures_core::Stream> futures_core::Stream for Scoped<S> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.inner().size_hint()
+        // Only `&self` here: run in a copy of the context (O(1)), so that the stream's own
+        // code sees its values, as in every other method.
+        let inner = self.inner();
+        self.context.clone().run(|| inner.size_hint())
     }
 }
 

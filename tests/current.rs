@@ -82,6 +82,58 @@ fn copies_kept_for_a_read_are_released_when_it_ends() {
 }
 
 #[test]
+fn many_writes_inside_one_read_drop_what_they_replace_as_they_go() {
+    // Only the storage a read may point into is kept: the first write inside a read keeps a
+    // copy, and the writes after it change storage no read points into. Before, every write
+    // kept another copy until the read ended, so a loop of writes inside one `with` held
+    // every value it replaced.
+    static COUNTED: ContextVar<Arc<()>> = ContextVar::new("counted");
+    let writes = if cfg!(miri) { 20 } else { 1_000 };
+    Context::new().run(|| {
+        NAME.set("read".to_owned());
+        NAME.with(|name| {
+            let mut replaced = Vec::new();
+            for _ in 0..writes {
+                let value = Arc::new(());
+                replaced.push(Arc::downgrade(&value));
+                drop(COUNTED.set(value));
+                drop(NAME.set("written".to_owned())); // the variable being read, too
+            }
+            let alive = replaced.iter().filter(|w| w.strong_count() > 0).count();
+            assert!(alive <= 2, "{alive} of {writes} replaced values still held");
+            assert_eq!(name.map(String::as_str), Some("read"));
+        });
+    });
+}
+
+#[test]
+fn reads_started_between_writes_keep_what_they_read() {
+    // A read that starts after a write (and so points into storage that write made) makes
+    // the next write keep a copy again; so does a write to another context in between.
+    Context::new().run(|| {
+        NAME.set("0".to_owned());
+        NAME.with(|first| {
+            drop(NAME.set("1".to_owned()));
+            drop(NAME.set("2".to_owned()));
+            NAME.with(|second| {
+                drop(NAME.set("3".to_owned()));
+                Context::new().run(|| drop(NAME.set("elsewhere".to_owned())));
+                OTHER.with(|_| ());
+                drop(NAME.set("4".to_owned()));
+                NAME.with(|third| {
+                    drop(NAME.set("5".to_owned()));
+                    assert_eq!(third.map(String::as_str), Some("4"));
+                });
+                drop(NAME.set("6".to_owned()));
+                assert_eq!(second.map(String::as_str), Some("2"));
+            });
+            assert_eq!(first.map(String::as_str), Some("0"));
+        });
+        assert_eq!(NAME.get().as_deref().map(String::as_str), Some("6"));
+    });
+}
+
+#[test]
 fn a_panic_inside_with_leaves_no_read_in_progress() {
     static COUNTED: ContextVar<Arc<()>> = ContextVar::new("counted");
     let witness = Arc::new(());

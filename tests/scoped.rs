@@ -350,6 +350,28 @@ mod streams {
     }
 
     #[test]
+    fn size_hint_runs_inside_the_context() {
+        /// A stream whose size hint is the value of `ID`.
+        struct HintsId;
+        impl futures::Stream for HintsId {
+            type Item = ();
+            fn poll_next(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<()>> {
+                std::task::Poll::Ready(None)
+            }
+            fn size_hint(&self) -> (usize, Option<usize>) {
+                let n = id().unwrap_or(0) as usize;
+                (n, Some(n))
+            }
+        }
+        let scoped = Scoped::new(Context::new().with_value(&ID, 7), HintsId);
+        assert_eq!(futures::Stream::size_hint(&scoped), (7, Some(7)));
+        assert_eq!(id(), None);
+    }
+
+    #[test]
     fn sink_operations_run_inside_the_context() {
         let seen = Arc::new(std::sync::Mutex::new(vec![]));
         let record = seen.clone();
