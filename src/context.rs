@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::current;
 use crate::id;
-use crate::map::{self, VarMap};
+use crate::map::{self, MapKey, VarMap};
 use crate::var::{ContextVar, StoredKey, VarKey};
 
 /// A value as stored in a context; typed access goes through the variable's `T`.
@@ -667,14 +667,14 @@ impl Context {
         old
     }
 
-    /// What writes to this context replaced and may hold the last references to user values
-    /// (see `map::VarMap`'s `retired`): [`current::modify`] drops it after the write.
     /// The address of this context's map storage (see `VarMap::identity`).
     #[inline]
     pub(crate) fn map_identity(&self) -> *const () {
         self.map.identity()
     }
 
+    /// What writes to this context replaced and may hold the last references to user values
+    /// (see `map::VarMap`'s `retired`): [`current::modify`] drops it after the write.
     #[inline]
     pub(crate) fn take_retired(&mut self) -> Retired {
         self.map.take_retired()

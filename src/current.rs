@@ -57,8 +57,8 @@
 //!    may point into is kept, so shared, so copied before any change. (Else a loop of writes
 //!    inside one read would keep a copy, and every value it replaced, per write.) Leaving a
 //!    runtime task's context (the one entry not tied to a stack frame, so it can end inside a
-//!    read) keeps a copy the same way. A write never drops a value itself: what it displaces, and map
-//!    representations it retires, are dropped after it lets go of the context.
+//!    read) keeps a copy the same way. A write never drops a value itself: what it displaces,
+//!    and map representations it retires, are dropped after it lets go of the context.
 //! 4. **A cached lookup is used only in the version that made it, by the variable that made
 //!    it.** The current context can change only through [`enter`], [`leave`] and [`modify`],
 //!    which start a new version, and the destruction of the thread's own context starts one too.

@@ -731,9 +731,8 @@
 //!   [`task::spawn_local`] (even when its executor is driven inside another task: a runtime in
 //!   `block_in_place`, a `LocalSet` in a `Scoped`), each request of `tower::ContextLayer` (its
 //!   `call` included), each future `async_to_sync` drives, each blocking job and each call of
-//!   [`Context::wrap`] is a task of its own. A thread-critical write inside a
-//!   Tokio task with no task of its own is refused (S21), also inside `run`, which gives no storage
-//!   of its own.
+//!   [`Context::wrap`] is a task of its own. A thread-critical write inside a Tokio task with no
+//!   task of its own is refused (S21), also inside `run`, which gives no storage of its own.
 //! - <a id="s20"></a>**S20 — forking.** [`Context::fork`] is `clone` plus each variable's
 //!   [`Inherit`] policy: [`Inherit::Share`] keeps the `Arc`, [`Inherit::Fork`] stores a new value
 //!   computed from the old, [`Inherit::None`] drops it. With no such variables a fork costs what a
@@ -756,14 +755,14 @@
 //!   `set` stays in that request and never reaches another, and children spawned with
 //!   [`task::spawn`] inherit it. A response body that the server polls after the response
 //!   future has finished (a stream) runs outside it: `Scoped::new(Context::current().fork(),
-//!   stream)` (feature `futures`) gives the stream a fork of the request's context. The service is
-//!   `Clone` when the inner one is, and adds no boxing (its future is a [`Scoped`]).
+//!   stream)` (feature `futures`) gives the stream a fork of the request's context. The service
+//!   is `Clone` when the inner one is, and adds no boxing (its future is a [`Scoped`]).
 //! - <a id="s23"></a>**S23 — callbacks and pools.** [`Context::wrap`] makes an `Fn` that runs each
 //!   call in its own fork of the captured context, as if each call were a task: what one call sets
 //!   is seen by no other call, by the caller, or by the pool thread afterwards; thread-critical
-//!   values (S19) too, which start empty in each call. `JoinSet`, `join!`,
-//!   `select!`, `join_all` and `FuturesUnordered` get one context per future with
-//!   `.with_current_context()` on each ([examples](#isolation-by-default)).
+//!   values (S19) too, which start empty in each call. `JoinSet`, `join!`, `select!`,
+//!   `join_all` and `FuturesUnordered` get one context per future with `.with_current_context()`
+//!   on each ([examples](#isolation-by-default)).
 //! - <a id="s24"></a>**S24 — a whole runtime.** With [`runtime::propagate`] (`--cfg
 //!   tokio_unstable`), tasks spawned by any code on that runtime get a fork of the spawner's context
 //!   taken at the spawn call, their own context on every poll and for their drop, and leave

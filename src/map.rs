@@ -444,7 +444,6 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
         }
     }
 
-    /// Whether both maps are the same allocation (so certainly equal).
     /// The address of the map's storage (null when nothing is allocated): a write that changes
     /// storage another map shares makes new storage first, so storage keeps its address only
     /// while no copy shares it.
@@ -458,6 +457,7 @@ impl<K: MapKey, V: Clone> VarMap<K, V> {
         }
     }
 
+    /// Whether both maps are the same allocation (so certainly equal).
     #[inline]
     pub(crate) fn ptr_eq(&self, other: &VarMap<K, V>) -> bool {
         match (&self.repr, &other.repr) {

@@ -627,13 +627,6 @@ impl Hash for VarKey {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct StoredKey(pub(crate) VarKey);
 
-impl StoredKey {
-    #[inline]
-    pub(crate) fn id(&self) -> u64 {
-        self.0.id
-    }
-}
-
 impl Borrow<u64> for StoredKey {
     #[inline]
     fn borrow(&self) -> &u64 {
