@@ -37,6 +37,8 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          through `contextvars::tower::ContextLayer` (outside every middleware that writes: the \
          first layer of a `ServiceBuilder`, the last `.layer` call in axum), or build the \
          runtime with `contextvars::runtime::propagate` (needs `RUSTFLAGS=\"--cfg \
-         tokio_unstable\"`). RUST_BACKTRACE=1 shows the call that wrote."
+         tokio_unstable\"`; it gives each task a context, not each request: a server still \
+         needs `ContextLayer`, since the requests of one connection share its task). \
+         RUST_BACKTRACE=1 shows the call that wrote."
     )
 }

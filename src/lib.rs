@@ -172,7 +172,9 @@
 //! - **A whole runtime**: `runtime::propagate(&mut builder)` (with
 //!   `RUSTFLAGS="--cfg tokio_unstable"`) gives *every* task on the runtime — plain
 //!   `tokio::spawn`, `JoinSet`, hyper's connection tasks, any library's — a fork of its
-//!   spawner's context, through Tokio's task hooks.
+//!   spawner's context, through Tokio's task hooks. A task, not a request: the requests that
+//!   one keep-alive connection carries are served in that connection's task, one after the
+//!   other, so what one sets the next would read. A server still needs `ContextLayer`.
 //! - **Every request of a service**: `tower::ContextLayer` (feature `tower`) runs each request
 //!   in its own fork, so middleware and handlers can simply `set` (Django-style).
 //! - **A task**: [`task::spawn`], [`task::spawn_local`], [`task::spawn_blocking`].
@@ -575,7 +577,7 @@
 //! | `tokio` (default) | the [`task`] module: `spawn`, `spawn_local`, `spawn_blocking`, `sync_to_async`, `async_to_sync`; and the S21 check, which needs Tokio to tell a task apart | `tokio` (`rt`, `rt-multi-thread`, `sync`) |
 //! | `futures` | `Stream` and `Sink` for [`Scoped`] (each `poll_next` / `poll_*` inside its context) | `futures-core`, `futures-sink` |
 //! | `tracing` | the [`tracing`] module: [`tracing::ContextFields`] for `tracing_subscriber::fmt`, text and JSON; and reports of skipped baggage members | `tracing`, `tracing-subscriber` (`fmt`, `std`, `registry`; enable its `json` feature yourself for JSON lines) |
-//! | `tower` | the [`tower`] module: [`tower::ContextLayer`], a context per request for axum, tonic and hyper | `tower-layer`, `tower-service`, `http` |
+//! | `tower` | the [`tower`] module: [`tower::ContextLayer`], a context per request for axum, tonic and hyper; turns on `tokio`, for the S21 check | `tower-layer`, `tower-service`, `http` |
 //! | `opentelemetry` | the [`propagation`] module: [`propagation::Baggage`], chosen vars across processes as W3C Baggage; with `tower` also [`tower::PropagateLayer`] and [`tower::ContextLayer::extract`] | `opentelemetry` and `opentelemetry_sdk` 0.33 (its `BaggagePropagator`), `percent-encoding`, `http` |
 //!
 //! With `RUSTFLAGS="--cfg tokio_unstable"` (and the `tokio` feature) the `runtime` module also
@@ -766,8 +768,10 @@
 //! - <a id="s24"></a>**S24 — a whole runtime.** With [`runtime::propagate`] (`--cfg
 //!   tokio_unstable`), tasks spawned by any code on that runtime get a fork of the spawner's context
 //!   taken at the spawn call, their own context on every poll and for their drop, and leave
-//!   nothing on the worker; `block_on`'s root future keeps the calling thread's context. What
-//!   Tokio's hooks do not report is not covered: plain `spawn_blocking` jobs (they start empty and
+//!   nothing on the worker; `block_on`'s root future keeps the calling thread's context. A task
+//!   is not a request: the requests of one HTTP/1 connection share its task, so a server still
+//!   needs `ContextLayer`. What Tokio's hooks do not report is not covered: plain
+//!   `spawn_blocking` jobs (they start empty and
 //!   their writes are refused by S21; [`task::spawn_blocking`] forks as usual), tasks in a
 //!   `LocalSet`, and futures Tokio drops at runtime shutdown outside the poll hooks. A task whose
 //!   next poll starts on another worker before the previous poll's after-hook ran is handed over
@@ -780,9 +784,10 @@
 //!   ours and replaces stale ones of ours; `inject` into an opentelemetry `Injector` writes only
 //!   ours. Opentelemetry's limits apply (8,192 bytes, 64 members): an oversized header is cut at
 //!   member boundaries, never mid-value. Bad input — a malformed header, a bad escape, invalid
-//!   UTF-8, a value that does not parse with `FromStr` — is skipped member by member (and reported
-//!   through `tracing` with that feature): never a panic, never a garbled value. Only the variables
-//!   named in the `Baggage` are read: the list is the trust boundary.
+//!   UTF-8, a value that does not parse with `FromStr` — is skipped member by member (a skipped
+//!   member of ours is reported through `tracing` with that feature): never a panic, never a
+//!   garbled value. Only the variables named in the `Baggage` are read: the list is the trust
+//!   boundary. Our members go out in the order they were named, after the members kept.
 //!   [`tower::ContextLayer::extract`] seeds each request's context from its headers.
 //! - <a id="s26"></a>**S26 — cycles.** A value that holds a [`Context`] in which it is itself bound
 //!   is an `Arc` cycle and is never dropped (Python's garbage collector would collect it). Hold a

@@ -56,9 +56,19 @@
 //! (no `=`, a second raw `=` in its value, which opentelemetry would cut), has a bad
 //! percent-escape (`%zz`, a lone `%`), a byte that is not visible ASCII (invalid UTF-8
 //! included), or a value that `FromStr` rejects is skipped on its own, and the other members are
-//! still read. When the `tracing` feature is on, each skip is reported as a `WARN` event with
-//! target `contextvars::propagation` (the key, never the value). Nothing here panics on any
-//! input, and a value is either the one the sender encoded or absent — never a garbled one.
+//! still read. When the `tracing` feature is on, each skipped member under one of our keys is
+//! reported as a `WARN` event with target `contextvars::propagation`, with the key and never
+//! the value; members under other keys are not read, so a bad one is skipped without a report.
+//! Nothing here panics on any input, and a value is either the one the sender encoded or
+//! absent — never a garbled one.
+//!
+//! A value that arrives may hold any character, line breaks and escape sequences included: it
+//! is what the sender encoded. [`tracing::ContextFields`] escapes control characters in text
+//! log lines; check a value before other uses that care.
+//!
+//! A raw `=` in a value is allowed by W3C Baggage, but opentelemetry's parser keeps only the
+//! text before it, so such a member (base64 padding from another implementation, say) is
+//! skipped rather than read cut. Our own values never contain one: `=` is percent-encoded.
 //!
 //! The only pre-pass this module makes over the raw header is that check of bytes and escapes
 //! (a member that fails it is blanked, so opentelemetry skips it like any empty member); the
@@ -66,12 +76,15 @@
 //!
 //! # Limits
 //!
-//! The ones opentelemetry enforces, from the W3C specification: a header of more than
-//! [`MAX_HEADER_BYTES`] is dropped whole on the way in, and only its first [`MAX_MEMBERS`]
-//! members are read. On the way out, members are cut at member boundaries so that the header
-//! stays within both limits: our own members first (in the order they were named), then the
-//! members already in the header that are not ours; a member that does not fit is left out
-//! whole (and reported), never cut mid-value.
+//! The ones opentelemetry enforces, which are the least W3C Baggage asks every platform to
+//! carry: a header of more than [`MAX_HEADER_BYTES`] is dropped whole on the way in, and only
+//! its first [`MAX_MEMBERS`] members are read (a member of ours past them is reported). On the
+//! way out, members are cut at member boundaries so that the header stays within both limits:
+//! our own members have the first claim (in the order they were named), then the members
+//! already in the header that are not ours; a member that does not fit is left out whole (and
+//! reported), never cut mid-value. On the wire, the members already there come first, in
+//! their order, then ours, in the order they were named: the same values always make the
+//! same header.
 //!
 //! [`Baggage`]: Baggage
 // Without the `tower` feature there is no `tower` module: the links point to the features.
@@ -86,6 +99,14 @@
     not(feature = "tower"),
     doc = "[`tower::PropagateLayer`]: crate#cargo-features\n\
            [`tower::ContextLayer::extract`]: crate#cargo-features"
+)]
+#![cfg_attr(
+    feature = "tracing",
+    doc = "[`tracing::ContextFields`]: crate::tracing::ContextFields"
+)]
+#![cfg_attr(
+    not(feature = "tracing"),
+    doc = "[`tracing::ContextFields`]: crate#cargo-features"
 )]
 
 use std::borrow::Cow;
@@ -102,7 +123,8 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 use crate::context::Context;
 use crate::var::{ContextVar, VarKey};
 
-/// The most bytes a `baggage` header may have (W3C Baggage, enforced by opentelemetry).
+/// The most bytes of a `baggage` header that are read or written: opentelemetry's limit, the
+/// least that W3C Baggage asks every platform to carry.
 ///
 /// # Examples
 ///
@@ -111,7 +133,8 @@ use crate::var::{ContextVar, VarKey};
 /// ```
 pub const MAX_HEADER_BYTES: usize = 8192;
 
-/// The most members a `baggage` header may have (W3C Baggage, enforced by opentelemetry).
+/// The most members of a `baggage` header that are read or written: opentelemetry's limit,
+/// the least that W3C Baggage asks every platform to carry.
 ///
 /// # Examples
 ///
@@ -347,9 +370,10 @@ impl Baggage {
     ///
     /// A member already in the header under one of our keys is stale: it is replaced by the
     /// current value, or removed when the variable is not bound here (this `Baggage` owns its
-    /// keys). Other members are kept byte for byte. Several `baggage` header lines are merged
-    /// into one. A variable's default is not sent: only bound values travel. When nothing is
-    /// left, the header is removed. For clients that take a `HeaderMap` (reqwest, hyper);
+    /// keys). Other members are kept byte for byte and in their order, ahead of ours (only the
+    /// whitespace around a member and empty members go). Several `baggage` header lines are
+    /// merged into one. A variable's default is not sent: only bound values travel. When
+    /// nothing is left, the header is removed. For clients that take a `HeaderMap` (reqwest, hyper);
     /// [`tower::PropagateLayer`] does this for a tower client.
     ///
     /// # Examples
@@ -366,6 +390,22 @@ impl Baggage {
     /// headers.insert("baggage", HeaderValue::from_static("tenant=stale,vendor=x%3By"));
     /// TENANT.sync_scope("acme".into(), || baggage.inject_headers(&mut headers));
     /// assert_eq!(headers["baggage"], "vendor=x%3By,tenant=acme");
+    /// ```
+    ///
+    /// With reqwest, whose client is not a tower service, at each call:
+    ///
+    /// ```
+    /// # use contextvars::ContextVar;
+    /// # use contextvars::propagation::Baggage;
+    /// # static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    /// # let baggage = Baggage::new().var(&TENANT);
+    /// let client = reqwest::Client::new();
+    /// let request = TENANT.sync_scope("acme".into(), || {
+    ///     let mut headers = http::HeaderMap::new();
+    ///     baggage.inject_headers(&mut headers);
+    ///     client.get("http://billing.internal/invoice").headers(headers).build()
+    /// });
+    /// assert_eq!(request.unwrap().headers()["baggage"], "tenant=acme");
     /// ```
     #[cfg_attr(
         feature = "tower",
@@ -483,10 +523,9 @@ impl Baggage {
         if self.entries.is_empty() {
             return;
         }
-        let ours = self.encode_ours(&Context::current());
+        let ours = render(self.encode_ours(&Context::current()));
         if !ours.is_empty() {
-            let context = opentelemetry::Context::new().with_baggage(otel_baggage(ours));
-            BaggagePropagator::new().inject_context(&context, injector);
+            injector.set(HEADER, ours);
         }
     }
 
@@ -562,6 +601,7 @@ impl Baggage {
         let mut context = base;
         for entry in self.entries.iter() {
             let Some(text) = found.get(entry.key) else {
+                report_missing(raw, entry.key);
                 continue;
             };
             if !entry.codec.decode(text.as_str(), &mut context) {
@@ -596,24 +636,56 @@ impl Baggage {
         ours
     }
 
-    /// Whether a raw member of an outgoing header is under one of our keys: its key, the text
-    /// before the first `=`, read as opentelemetry reads keys (percent-decoded, then trimmed of
-    /// whitespace, Unicode's included). Read from the raw bytes rather than by asking
-    /// opentelemetry to parse the member, which drops a member whose value does not decode
-    /// (`tenant=%FF`): such a member of ours is stale all the same, and must not travel next to
-    /// the fresh one.
+    /// Whether a raw member of an outgoing header is under one of our keys (see
+    /// [`member_key`]). Read from the raw bytes rather than by asking opentelemetry to parse
+    /// the member, which drops a member whose value does not decode (`tenant=%FF`): such a
+    /// member of ours is stale all the same, and must not travel next to the fresh one.
     fn is_ours(&self, member: &[u8]) -> bool {
-        let Some(equals) = member.iter().position(|&b| b == b'=') else {
-            return false;
-        };
-        let key: Cow<'_, [u8]> = percent_decode(&member[..equals]).into();
-        let Ok(key) = std::str::from_utf8(&key) else {
-            return false; // not a key of ours: ours are ASCII
-        };
-        let key = key.trim();
-        self.entries.iter().any(|e| e.key == key)
+        member_key(member).is_some_and(|key| self.entries.iter().any(|e| e.key == key))
     }
 }
+
+/// A raw member's key as opentelemetry reads keys: the text before the first `=` (or before
+/// the first `;` when there is no `=` before it), percent-decoded, then trimmed of whitespace,
+/// Unicode's included. `None` if that is not UTF-8, which no key of ours is.
+fn member_key(member: &[u8]) -> Option<Cow<'_, str>> {
+    let end = member
+        .iter()
+        .position(|&b| b == b'=' || b == b';')
+        .unwrap_or(member.len());
+    match percent_decode(&member[..end]).into() {
+        Cow::Borrowed(key) => std::str::from_utf8(key)
+            .ok()
+            .map(|k| Cow::Borrowed(k.trim())),
+        Cow::Owned(key) => String::from_utf8(key)
+            .ok()
+            .map(|k| Cow::Owned(k.trim().to_owned())),
+    }
+}
+
+/// Reports why `key`'s member, if the incoming header has one, was not read: opentelemetry
+/// dropped it (it is malformed), or it is past the first [`MAX_MEMBERS`]. Called only for a
+/// variable that was not found, so a header that carries all of ours costs nothing here.
+#[cfg(feature = "tracing")]
+fn report_missing(raw: &[u8], key: &'static str) {
+    let under_key = |member: &&[u8]| member_key(member).is_some_and(|k| k == key);
+    let mut members = raw.split(|&b| b == b',');
+    if members.by_ref().take(MAX_MEMBERS).any(|m| under_key(&m)) {
+        report!(
+            key,
+            "baggage: member skipped: malformed (no `=`, a raw `=` in its value, a bad \
+             percent-escape, or bytes that are not UTF-8 text)"
+        );
+    } else if members.any(|m| under_key(&m)) {
+        report!(
+            key,
+            "baggage: member skipped: past the first {MAX_MEMBERS} members"
+        );
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+fn report_missing(_: &[u8], _: &'static str) {}
 
 /// A W3C baggage key this module accepts: an HTTP token without `%`.
 fn is_valid_key(key: &str) -> bool {
@@ -660,15 +732,28 @@ fn otel_baggage(ours: Vec<(&'static str, String)>) -> OtelBaggage {
     baggage
 }
 
-/// Our members as opentelemetry writes them (empty if none).
+/// Our members as opentelemetry writes them, in the order they were named (empty if none).
 fn render(ours: Vec<(&'static str, String)>) -> String {
     if ours.is_empty() {
         return String::new();
     }
+    let order: Vec<&'static str> = ours.iter().map(|(key, _)| *key).collect();
     let context = opentelemetry::Context::new().with_baggage(otel_baggage(ours));
     let mut field = OneField(Cow::Borrowed(""));
     BaggagePropagator::new().inject_context(&context, &mut field);
-    field.0.into_owned()
+    let written = field.0.into_owned();
+    if order.len() == 1 {
+        return written;
+    }
+    // opentelemetry writes from a `HashMap`, in an order that changes from call to call. Put
+    // the members back in ours, so that the same values always make the same header. It
+    // writes our keys (HTTP tokens) as they are, and our values hold no raw `,` or `=`.
+    let mut members: Vec<&str> = written.split(',').collect();
+    members.sort_by_key(|member| {
+        let key = member.split('=').next().unwrap_or_default();
+        order.iter().position(|ours| *ours == key)
+    });
+    members.join(",")
 }
 
 /// A carrier with one field, `baggage`.
@@ -705,10 +790,6 @@ fn blank_bad_members(raw: &[u8]) -> Cow<'_, str> {
         // Clean members are ASCII, so this never fails.
         return std::str::from_utf8(raw).map_or(Cow::Borrowed(""), Cow::Borrowed);
     }
-    report!(
-        members = bad,
-        "baggage: members skipped: malformed (bad percent-escape, non-ASCII byte or a raw `=` in the value)"
-    );
     let mut out = String::with_capacity(raw.len());
     for (i, member) in raw.split(|&b| b == b',').enumerate() {
         if i > 0 {

@@ -36,6 +36,10 @@
 //! Tokio reports some work to no hook, or too late; these gaps are documented, not papered
 //! over:
 //!
+//! - **Requests.** A context per task is not a context per request: hyper serves the requests
+//!   of one HTTP/1 keep-alive connection one after the other in that connection's task, so
+//!   what a middleware sets for one request, the next request on the connection reads. Serve
+//!   with `tower::ContextLayer` (feature `tower`) as well.
 //! - **Plain `tokio::task::spawn_blocking`.** Tokio reports blocking jobs only when they
 //!   terminate, so a plain blocking job starts in its pool thread's own (empty) context and its
 //!   writes are refused by S21. [`task::spawn_blocking`](crate::task::spawn_blocking) and

@@ -280,6 +280,8 @@ where
 ///
 /// - Called where blocking is not allowed — directly inside a task's poll or inside a
 ///   `block_on` — panics with a message naming `async_to_sync`, rather than deadlocking.
+///   Tokio's own refusal ("Cannot start a runtime from within a runtime"), which is how the
+///   crate learns of it, reaches the panic hook first, so the log shows both messages.
 /// - If `fut` panics, what it set before the panic is written back, then the panic resumes.
 /// - If the private runtime cannot be created (the OS refuses its resources), or if called from
 ///   a thread-local destructor while the thread is being torn down.

@@ -9,6 +9,9 @@
 //!   string members of each JSON object, `{"request_id":"req-1","timestamp":…}`, so the line
 //!   stays one valid JSON object.
 //!
+//! Control characters in a value are escaped in text lines, as tracing-subscriber escapes them
+//! in messages (see [`var`](ContextFields::var)).
+//!
 //! A variable shows its [`Display`](fmt::Display) ([`var`](ContextFields::var)), its
 //! [`Debug`](fmt::Debug) ([`var_debug`](ContextFields::var_debug)) or what a formatting function
 //! of yours writes ([`var_fmt`](ContextFields::var_fmt)). A variable that is not set in the
@@ -124,6 +127,16 @@ impl ContextFields {
     }
 
     /// Shows `var`'s [`Display`](fmt::Display) when it has a value (set, or its default).
+    ///
+    /// In a text line, the value's control characters are escaped (`\n`, `\x1b`, `\u{9b}`),
+    /// so that a value from a client (a header, a baggage member) can neither start a line of
+    /// its own nor drive the terminal, unless the subscriber turns that off with
+    /// tracing-subscriber's `with_ansi_sanitization(false)`, as for its own messages. The rest
+    /// is written as it is, as tracing-subscriber's `%field` is: a value with a space and `=`
+    /// reads as fields of its own (`request_id=a truth=b`). Check such values where they are
+    /// set (the axum example's middleware replaces an id outside `A–Z a–z 0–9 + / = - _ . :`),
+    /// or show them with [`var_debug`](ContextFields::var_debug), quoted as `?field` is. JSON
+    /// lines are always escaped.
     ///
     /// # Examples
     ///
@@ -275,15 +288,21 @@ impl ContextFields {
         Ok(false)
     }
 
-    /// `name=value ` for each field with a value.
-    fn write_text(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+    /// `name=value ` for each field with a value; with `sanitize` (the writer's
+    /// [`sanitizes_ansi_escapes`](Writer::sanitizes_ansi_escapes), on unless turned off), the
+    /// value's control characters escaped.
+    fn write_text(&self, out: &mut dyn fmt::Write, sanitize: bool) -> fmt::Result {
         for field in &self.fields {
             let name = field.name;
             (field.show)(&mut |value| {
                 // Piece by piece: one `write!` of the whole would parse a format string.
                 out.write_str(name)?;
                 out.write_char('=')?;
-                write!(out, "{value}")?;
+                if sanitize {
+                    write!(TextEscape(&mut *out), "{value}")?;
+                } else {
+                    write!(out, "{value}")?;
+                }
                 out.write_char(' ')
             })?;
         }
@@ -303,7 +322,8 @@ impl ContextFields {
                 out.write_str(rest)
             }
             None => {
-                self.write_text(out)?;
+                let sanitize = out.sanitizes_ansi_escapes();
+                self.write_text(out, sanitize)?;
                 out.write_str(line)
             }
         }
@@ -407,7 +427,8 @@ where
         if self.kind == FormatKind::Text {
             // A text line: the fields in front, then the inner formatter writes straight to the
             // output, with nothing in between (BENCHMARKS.md, *Logging*).
-            self.fields.write_text(&mut writer)?;
+            let sanitize = writer.sanitizes_ansi_escapes();
+            self.fields.write_text(&mut writer, sanitize)?;
             return self.inner.format_event(ctx, writer, event);
         }
         if !self.fields.any_set()? {
@@ -416,7 +437,8 @@ where
         }
         if writer.has_ansi_escapes() && self.kind != FormatKind::Json {
             // A coloured text line: the inner formatter keeps the writer and its colours.
-            self.fields.write_text(&mut writer)?;
+            let sanitize = writer.sanitizes_ansi_escapes();
+            self.fields.write_text(&mut writer, sanitize)?;
             return self.inner.format_event(ctx, writer, event);
         }
         // Another formatter, or JSON: the line is formatted first, then its first byte decides
@@ -442,6 +464,33 @@ std::thread_local! {
 
 /// A line buffer with more capacity than this (a line that long) is dropped, not kept.
 const MAX_KEPT_LINE: usize = 16 * 1024;
+
+/// Writes what it is given with every control character escaped, so that a value from a
+/// client can neither drive the terminal the log is read on nor start a line of its own:
+/// `\n`, `\r` and `\t` as such, other C0 controls, DEL (`\x1b`, `\x7f`) and C1 controls
+/// (`\u{9b}`) as tracing-subscriber escapes them in a message.
+struct TextEscape<'a>(&'a mut dyn fmt::Write);
+
+impl fmt::Write for TextEscape<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, c) in s.char_indices() {
+            if !c.is_control() {
+                continue;
+            }
+            self.0.write_str(&s[plain..i])?;
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c if (c as u32) < 0x80 => write!(self.0, "\\x{:02x}", c as u32)?,
+                c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
+            plain = i + c.len_utf8();
+        }
+        self.0.write_str(&s[plain..])
+    }
+}
 
 /// Writes what it is given as the inside of a JSON string.
 struct JsonEscape<'a>(&'a mut dyn fmt::Write);

@@ -367,6 +367,35 @@ fn foreign_members_that_are_not_utf8_are_kept_too() {
 }
 
 #[test]
+fn our_members_go_out_in_the_order_they_were_named_every_time() {
+    static A: ContextVar<u32> = ContextVar::new("a");
+    static B: ContextVar<u32> = ContextVar::new("b");
+    static C: ContextVar<u32> = ContextVar::new("c");
+    static D: ContextVar<u32> = ContextVar::new("d");
+    // opentelemetry writes from a HashMap, whose order differs between its instances.
+    let baggage = Baggage::new().var(&D).var(&B).var(&A).var(&C);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        let mut headers = headers("z=0,tenant=stale,y=9");
+        let mut carrier = std::collections::HashMap::<String, String>::new();
+        A.sync_scope(1, || {
+            B.sync_scope(2, || {
+                C.sync_scope(3, || {
+                    D.sync_scope(4, || {
+                        baggage.inject_headers(&mut headers);
+                        baggage.inject(&mut carrier);
+                    })
+                })
+            })
+        });
+        seen.insert(headers["baggage"].to_str().unwrap().to_owned());
+        seen.insert(carrier["baggage"].clone());
+    }
+    let expected = ["d=4,b=2,a=1,c=3", "z=0,tenant=stale,y=9,d=4,b=2,a=1,c=3"];
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
+}
+
+#[test]
 fn inject_into_a_carrier_writes_only_our_members() {
     let mut carrier = HashMap::from([("baggage".to_string(), "vendor=1".to_string())]);
     TENANT.sync_scope("acme".into(), || baggage().inject(&mut carrier));
@@ -684,6 +713,9 @@ fn stale_members_of_ours_go_whatever_their_value() {
         b"%20tenant=stale",
         b"tenant%09=stale",
         b"tenant%C2%A0=stale",
+        // No value: malformed, but under our key (the text before `=` or `;`).
+        b"tenant",
+        b"tenant;p=1",
     ] {
         let mut raw = stale.to_vec();
         raw.extend_from_slice(b",x=1");
@@ -700,9 +732,12 @@ fn stale_members_of_ours_go_whatever_their_value() {
         assert_eq!(headers["baggage"], "x=1", "{:?}", stale.escape_ascii());
     }
     // Not ours: another key, a key that only contains ours, a member with no key.
-    let mut headers = headers("tenants=1,xtenant=2,tenant,=3");
+    let mut headers = headers("tenants=1,xtenant=2,=3,;tenant=4");
     TENANT.sync_scope("t".into(), || baggage().inject_headers(&mut headers));
-    assert_eq!(headers["baggage"], "tenants=1,xtenant=2,tenant,=3,tenant=t");
+    assert_eq!(
+        headers["baggage"],
+        "tenants=1,xtenant=2,=3,;tenant=4,tenant=t"
+    );
 }
 
 #[test]
@@ -769,17 +804,43 @@ fn every_skipped_or_left_out_member_is_reported_and_the_rest_still_travels() {
     );
     assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"));
 
-    // Malformed members: counted in one event.
+    // Malformed members of ours: one event each, with the key, in the order they were named.
+    // Those this module blanks (a bad escape, a raw `=`) and those opentelemetry drops (no `=`,
+    // an escape that is not UTF-8) alike; a bad member under another key is not reported.
+    const MALFORMED: &str = "baggage: member skipped: malformed (no `=`, a raw `=` in its value, \
+                             a bad percent-escape, or bytes that are not UTF-8 text)";
+    for header in [
+        "tenant=%zz,retries=2,request_id=a=b",
+        "request_id;p=1,tenant,retries=2",
+        "tenant=%FF,retries=2,other=%zz,request_id=%C3%28",
+        "other,tenant=caf\u{e9},retries=2,request_id= =",
+    ] {
+        let reported = warnings(|| {
+            context = baggage().extract_headers(&headers_from_bytes(header.as_bytes()));
+        });
+        let expected = [
+            format!("{MALFORMED} key=\"tenant\""),
+            format!("{MALFORMED} key=\"request_id\""),
+        ];
+        assert_eq!(reported, expected, "{header}");
+        assert_eq!(seen(&context, &RETRIES), Some(2), "{header}");
+    }
+    // A bad member under a key that is not ours is not reported.
+    assert!(warnings(|| drop(baggage().extract_headers(&headers("other=%zz,x,y=%FF")))).is_empty());
+
+    // A member of ours past the first 64: not read, and reported as such.
+    let filler: Vec<String> = (0..MAX_MEMBERS).map(|i| format!("f{i}=v")).collect();
+    let header = format!("{},tenant=acme", filler.join(","));
     let reported = warnings(|| {
-        context = baggage().extract_headers(&headers("tenant=%zz,retries=2,request_id=a=b"));
+        context = baggage().extract_headers(&headers_from_bytes(header.as_bytes()));
     });
     assert_eq!(
         reported,
-        [
-            "baggage: members skipped: malformed (bad percent-escape, non-ASCII byte or a raw `=` in the value) members=2"
-        ]
+        [format!(
+            "baggage: member skipped: past the first {MAX_MEMBERS} members key=\"tenant\""
+        )]
     );
-    assert_eq!(seen(&context, &RETRIES), Some(2));
+    assert!(context.is_empty());
 
     // A header over the limit: dropped whole.
     let header = format!("tenant=acme,other={}", "x".repeat(MAX_HEADER_BYTES));

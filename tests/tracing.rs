@@ -423,3 +423,52 @@ fn missing_local_attributes_write_nothing() {
     assert!(lines[0].trim_start().starts_with("INFO"), "{}", lines[0]);
     assert!(!lines[0].contains("absent"), "{}", lines[0]);
 }
+
+/// A value a client could have sent: a line break that would start a forged line, an ANSI
+/// sequence that clears the terminal, a C1 control, a tab and a bell.
+const HOSTILE: &str = "abc\n ERROR auth: admin login ok\u{1b}[2J\u{9b}x\t\u{7}\r";
+const ESCAPED: &str = "abc\\n ERROR auth: admin login ok\\x1b[2J\\u{9b}x\\t\\x07\\r";
+
+#[test]
+fn control_characters_in_text_values_are_escaped_unless_sanitization_is_off() {
+    let hostile = || {
+        REQUEST_ID.set(HOSTILE.into());
+        tracing::info!("handled");
+    };
+    let expected = format!("request_id={ESCAPED} ");
+    // Plain text and coloured text: one line each, starting with the escaped value.
+    for ansi in [false, true] {
+        let lines = capture_with(ContextFields::new().var(&REQUEST_ID), ansi, hostile);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with(&expected), "{:?}", lines[0]);
+    }
+    // A formatter of one's own (the line is buffered, then told text or JSON).
+    let own = LineFormat(|_, fields| format!("event: {fields}"));
+    let sink = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(sink.clone())
+        .with_ansi(false)
+        .event_format(ContextFields::new().var(&REQUEST_ID).wrap(own))
+        .finish();
+    tracing::subscriber::with_default(subscriber, || contextvars::Context::new().run(hostile));
+    assert_eq!(sink.lines(), [format!("{expected}event: handled")]);
+
+    // Turned off in tracing-subscriber, as for its own messages: written as it is.
+    let sink = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(sink.clone())
+        .with_ansi(false)
+        .with_ansi_sanitization(false)
+        .event_format(
+            ContextFields::new()
+                .var(&REQUEST_ID)
+                .wrap(tracing_subscriber::fmt::format().without_time()),
+        )
+        .finish();
+    tracing::subscriber::with_default(subscriber, || contextvars::Context::new().run(hostile));
+    let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.starts_with(&format!("request_id={HOSTILE} ")),
+        "{text:?}"
+    );
+}

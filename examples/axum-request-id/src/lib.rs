@@ -3,8 +3,8 @@
 //!
 //! - [`app`]: the routes behind [`ContextLayer`], which gives every request a context of its
 //!   own, so the middleware can simply `set` the id, as Django middleware does.
-//! - [`request_id`] middleware: takes `x-request-id` from the request or makes one, sets
-//!   `REQUEST_ID` for the rest of the request, and echoes the id in the response.
+//! - [`request_id`] middleware: takes a well-formed `x-request-id` from the request or makes
+//!   one, sets `REQUEST_ID` for the rest of the request, and echoes the id in the response.
 //! - [`handler`]: awaits, fans out to a sub-task (`task::spawn`) and a blocking "database"
 //!   call (`task::spawn_blocking`), and logs through `tracing` at every step. Nobody passes
 //!   the id around: the log formatter reads it from the context.
@@ -70,8 +70,8 @@ pub fn subscriber()
     tracing_subscriber::fmt().event_format(log_format())
 }
 
-/// Middleware: the request's id (from the header, or a new one) is set for the rest of the
-/// request, and echoed in the response.
+/// Middleware: the request's id (from the header if it is well formed, or a new one) is set
+/// for the rest of the request, and echoed in the response.
 ///
 /// A plain `set`: [`ContextLayer`] (see [`app`]) has given the request a context of its own.
 /// hyper serves each connection in a plain `tokio::spawn`ed task, so without the layer this
@@ -87,9 +87,15 @@ pub async fn request_id(request: Request, next: Next) -> Response {
     response
 }
 
+/// The client's id, if it is one we can log as it is: 1 to 200 characters from
+/// `A–Z a–z 0–9 + / = - _ . :` (Heroku's router accepts a like set). Anything else (spaces,
+/// control or non-ASCII bytes, an empty or overlong value) is replaced by a new id, so that a
+/// client cannot write text of its choosing into the log lines: `request_id=a truth=b` would
+/// otherwise read as two fields.
 fn incoming_id(headers: &HeaderMap) -> Option<String> {
     let id = headers.get(HEADER)?.to_str().ok()?.trim();
-    (!id.is_empty() && id.len() <= 200).then(|| id.to_owned())
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "+/=-_.:".contains(c);
+    (!id.is_empty() && id.len() <= 200 && id.chars().all(allowed)).then(|| id.to_owned())
 }
 
 fn new_id() -> String {

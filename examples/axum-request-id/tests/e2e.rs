@@ -14,6 +14,8 @@ use tracing_subscriber::fmt::MakeWriter;
 const REQUESTS: usize = 500;
 /// Lines the handler logs per request: start, sub-task, db, done.
 const LINES_PER_REQUEST: usize = 4;
+/// A client-chosen id that, written raw, would add a `truth=` field to the server's log lines.
+const FORGED: &str = "evil truth=req-0001";
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -88,6 +90,18 @@ fn concurrent_requests_each_log_only_their_own_id() {
             // Without the header, the server makes an id and echoes it.
             let response = client.get(&url).send().await.unwrap();
             let generated = response.headers()[HEADER].to_str().unwrap().to_owned();
+            // An id that would write a field of the client's choosing into the log lines is
+            // replaced by a new one, as is one with bytes outside the allowed set.
+            let overlong = "x".repeat(201);
+            for forged in [FORGED, "caf\u{e9}", "a\tb", overlong.as_str()] {
+                let request = client.get(&url).header(HEADER, forged.as_bytes());
+                let response = request.send().await.unwrap();
+                let echoed = response.headers()[HEADER].to_str().unwrap_or("(not text)");
+                assert!(
+                    echoed.starts_with("gen-"),
+                    "{forged:?} was echoed as {echoed:?}"
+                );
+            }
             server.abort();
             generated
         })
@@ -97,6 +111,7 @@ fn concurrent_requests_each_log_only_their_own_id() {
     assert!(generated.starts_with("gen-"), "{generated}");
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains("evil"), "a client wrote into the log lines");
     let mut lines_per_id: HashMap<String, usize> = HashMap::new();
     for line in text.lines().filter(|line| line.contains("truth=")) {
         let truth = field(line, "truth=").unwrap_or_default();
