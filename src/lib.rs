@@ -771,11 +771,10 @@
 //!   nothing on the worker; `block_on`'s root future keeps the calling thread's context. A task
 //!   is not a request: the requests of one HTTP/1 connection share its task, so a server still
 //!   needs `ContextLayer`. What Tokio's hooks do not report is not covered: plain
-//!   `spawn_blocking` jobs (they start empty and
-//!   their writes are refused by S21; [`task::spawn_blocking`] forks as usual), tasks in a
-//!   `LocalSet`, and futures Tokio drops at runtime shutdown outside the poll hooks. A task whose
-//!   next poll starts on another worker before the previous poll's after-hook ran is handed over
-//!   without a race.
+//!   `spawn_blocking` jobs (they start empty and their writes are refused by S21;
+//!   [`task::spawn_blocking`] forks as usual), tasks in a `LocalSet`, and futures Tokio drops at
+//!   runtime shutdown outside the poll hooks. A task whose next poll starts on another worker
+//!   before the previous poll's after-hook ran is handed over without a race.
 //! - <a id="s25"></a>**S25 — across processes.** [`propagation::Baggage`] carries chosen variables
 //!   between processes as W3C Baggage members, written and read by opentelemetry's
 //!   `BaggagePropagator`. The crate percent-encodes each value itself, so any string round-trips

@@ -56,15 +56,19 @@
 //! (no `=`, a second raw `=` in its value, which opentelemetry would cut), has a bad
 //! percent-escape (`%zz`, a lone `%`), a byte that is not visible ASCII (invalid UTF-8
 //! included), or a value that `FromStr` rejects is skipped on its own, and the other members are
-//! still read. When the `tracing` feature is on, each skipped member under one of our keys is
-//! reported as a `WARN` event with target `contextvars::propagation`, with the key and never
-//! the value; members under other keys are not read, so a bad one is skipped without a report.
+//! still read. When the `tracing` feature is on, a variable of ours whose member is in the
+//! header but was not read is reported once, as a `WARN` event with target
+//! `contextvars::propagation`, with the key and never the value: malformed, past the first
+//! [`MAX_MEMBERS`], or not parsed by `FromStr`. When a key comes twice, opentelemetry keeps
+//! the last well-formed member, without a report. Members under other keys are not read, so
+//! a bad one is skipped without a report.
 //! Nothing here panics on any input, and a value is either the one the sender encoded or
 //! absent — never a garbled one.
 //!
 //! A value that arrives may hold any character, line breaks and escape sequences included: it
 //! is what the sender encoded. [`tracing::ContextFields`] escapes control characters in text
-//! log lines; check a value before other uses that care.
+//! log lines (unless the subscriber turns sanitization off); check a value before other uses
+//! that care.
 //!
 //! A raw `=` in a value is allowed by W3C Baggage, but opentelemetry's parser keeps only the
 //! text before it, so such a member (base64 padding from another implementation, say) is
@@ -256,6 +260,8 @@ struct Entry {
 #[derive(Clone, Default)]
 pub struct Baggage {
     entries: Arc<Vec<Entry>>,
+    /// Each key with its entry's index, sorted by key: how [`render`] finds a member's place.
+    ranks: Arc<Vec<(&'static str, usize)>>,
 }
 
 impl fmt::Debug for Baggage {
@@ -340,8 +346,12 @@ impl Baggage {
         );
         assert!(
             self.entries.iter().all(|entry| entry.key != key),
-            "Baggage::var_as: the baggage key {key:?} is used twice"
+            "Baggage::var_as: the baggage key {key:?} is used twice; give one of the variables \
+             another key with `var_as`"
         );
+        let ranks = Arc::make_mut(&mut self.ranks);
+        let at = ranks.partition_point(|(other, _)| *other < key);
+        ranks.insert(at, (key, self.entries.len()));
         Arc::make_mut(&mut self.entries).push(Entry {
             key,
             codec: Arc::new(VarCodec(var)),
@@ -371,10 +381,11 @@ impl Baggage {
     /// A member already in the header under one of our keys is stale: it is replaced by the
     /// current value, or removed when the variable is not bound here (this `Baggage` owns its
     /// keys). Other members are kept byte for byte and in their order, ahead of ours (only the
-    /// whitespace around a member and empty members go). Several `baggage` header lines are
+    /// whitespace around a member, empty members and members left out to stay within the
+    /// [limits](self#limits) go). Several `baggage` header lines are
     /// merged into one. A variable's default is not sent: only bound values travel. When
-    /// nothing is left, the header is removed. For clients that take a `HeaderMap` (reqwest, hyper);
-    /// [`tower::PropagateLayer`] does this for a tower client.
+    /// nothing is left, the header is removed. For clients that take a `HeaderMap` (reqwest,
+    /// hyper); [`tower::PropagateLayer`] does this for a tower client.
     ///
     /// # Examples
     ///
@@ -448,7 +459,7 @@ impl Baggage {
             );
         }
 
-        let ours = render(ours);
+        let ours = render(ours, &self.ranks);
         if !ours.is_empty() {
             if !kept.is_empty() {
                 kept.push(b',');
@@ -523,7 +534,7 @@ impl Baggage {
         if self.entries.is_empty() {
             return;
         }
-        let ours = render(self.encode_ours(&Context::current()));
+        let ours = render(self.encode_ours(&Context::current()), &self.ranks);
         if !ours.is_empty() {
             injector.set(HEADER, ours);
         }
@@ -665,16 +676,20 @@ fn member_key(member: &[u8]) -> Option<Cow<'_, str>> {
 
 /// Reports why `key`'s member, if the incoming header has one, was not read: opentelemetry
 /// dropped it (it is malformed), or it is past the first [`MAX_MEMBERS`]. Called only for a
-/// variable that was not found, so a header that carries all of ours costs nothing here.
+/// variable that was not found, so a header that carries all of ours costs nothing here, and
+/// one that lacks some costs a pass over the header only when the report would be seen.
 #[cfg(feature = "tracing")]
 fn report_missing(raw: &[u8], key: &'static str) {
+    if !tracing::enabled!(target: "contextvars::propagation", tracing::Level::WARN) {
+        return;
+    }
     let under_key = |member: &&[u8]| member_key(member).is_some_and(|k| k == key);
     let mut members = raw.split(|&b| b == b',');
     if members.by_ref().take(MAX_MEMBERS).any(|m| under_key(&m)) {
         report!(
             key,
             "baggage: member skipped: malformed (no `=`, a raw `=` in its value, a bad \
-             percent-escape, or bytes that are not UTF-8 text)"
+             percent-escape or one that is not UTF-8, or a byte that is not visible ASCII)"
         );
     } else if members.any(|m| under_key(&m)) {
         report!(
@@ -733,27 +748,46 @@ fn otel_baggage(ours: Vec<(&'static str, String)>) -> OtelBaggage {
 }
 
 /// Our members as opentelemetry writes them, in the order they were named (empty if none).
-fn render(ours: Vec<(&'static str, String)>) -> String {
+/// `ranks` is [`Baggage::ranks`].
+fn render(ours: Vec<(&'static str, String)>, ranks: &[(&'static str, usize)]) -> String {
     if ours.is_empty() {
         return String::new();
     }
-    let order: Vec<&'static str> = ours.iter().map(|(key, _)| *key).collect();
+    let single = ours.len() == 1;
     let context = opentelemetry::Context::new().with_baggage(otel_baggage(ours));
     let mut field = OneField(Cow::Borrowed(""));
     BaggagePropagator::new().inject_context(&context, &mut field);
     let written = field.0.into_owned();
-    if order.len() == 1 {
+    if single {
         return written;
     }
     // opentelemetry writes from a `HashMap`, in an order that changes from call to call. Put
     // the members back in ours, so that the same values always make the same header. It
-    // writes our keys (HTTP tokens) as they are, and our values hold no raw `,` or `=`.
-    let mut members: Vec<&str> = written.split(',').collect();
-    members.sort_by_key(|member| {
-        let key = member.split('=').next().unwrap_or_default();
-        order.iter().position(|ours| *ours == key)
-    });
-    members.join(",")
+    // writes our keys (HTTP tokens) as they are, and our values hold no raw `,` or `=`. Each
+    // member goes into the slot of its entry (`position` rather than `str::split`, whose
+    // `memchr` call per member costs more than these short members take to scan).
+    let mut slots: Vec<Option<&str>> = vec![None; ranks.len()];
+    let mut rest = written.as_str();
+    while !rest.is_empty() {
+        let (member, next) =
+            rest.split_at(rest.bytes().position(|b| b == b',').unwrap_or(rest.len()));
+        let key = &member.as_bytes()[..member
+            .bytes()
+            .position(|b| b == b'=')
+            .unwrap_or(member.len())];
+        if let Ok(at) = ranks.binary_search_by(|(ours, _)| ours.as_bytes().cmp(key)) {
+            slots[ranks[at].1] = Some(member);
+        }
+        rest = next.get(1..).unwrap_or_default();
+    }
+    let mut header = String::with_capacity(written.len());
+    for member in slots.into_iter().flatten() {
+        if !header.is_empty() {
+            header.push(',');
+        }
+        header.push_str(member);
+    }
+    header
 }
 
 /// A carrier with one field, `baggage`.

@@ -107,11 +107,7 @@
 //! limits and what happens to bad input.
 //!
 //! [`ContextLayer`]: ContextLayer
-// Without the `tokio` feature there is no `task` module: the link points to the features.
-// (rustdoc joins this to the lines above with no blank line, so it follows a definition:
-// after a paragraph it would be read as its text.)
-#![cfg_attr(feature = "tokio", doc = "[`task::spawn`]: crate::task::spawn")]
-#![cfg_attr(not(feature = "tokio"), doc = "[`task::spawn`]: crate#cargo-features")]
+//! [`task::spawn`]: crate::task::spawn
 
 use std::task::{Context as TaskContext, Poll};
 

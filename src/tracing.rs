@@ -9,8 +9,8 @@
 //!   string members of each JSON object, `{"request_id":"req-1","timestamp":…}`, so the line
 //!   stays one valid JSON object.
 //!
-//! Control characters in a value are escaped in text lines, as tracing-subscriber escapes them
-//! in messages (see [`var`](ContextFields::var)).
+//! Control characters in a value are escaped in text lines, line breaks included (see
+//! [`var`](ContextFields::var)).
 //!
 //! A variable shows its [`Display`](fmt::Display) ([`var`](ContextFields::var)), its
 //! [`Debug`](fmt::Debug) ([`var_debug`](ContextFields::var_debug)) or what a formatting function
@@ -130,8 +130,9 @@ impl ContextFields {
     ///
     /// In a text line, the value's control characters are escaped (`\n`, `\x1b`, `\u{9b}`),
     /// so that a value from a client (a header, a baggage member) can neither start a line of
-    /// its own nor drive the terminal, unless the subscriber turns that off with
-    /// tracing-subscriber's `with_ansi_sanitization(false)`, as for its own messages. The rest
+    /// its own nor drive the terminal. That is more than tracing-subscriber escapes in its
+    /// messages (the terminal's escape characters, not line breaks), and it is turned off with
+    /// them by the subscriber's `with_ansi_sanitization(false)`. The rest
     /// is written as it is, as tracing-subscriber's `%field` is: a value with a space and `=`
     /// reads as fields of its own (`request_id=a truth=b`). Check such values where they are
     /// set (the axum example's middleware replaces an id outside `A–Z a–z 0–9 + / = - _ . :`),
@@ -467,12 +468,17 @@ const MAX_KEPT_LINE: usize = 16 * 1024;
 
 /// Writes what it is given with every control character escaped, so that a value from a
 /// client can neither drive the terminal the log is read on nor start a line of its own:
-/// `\n`, `\r` and `\t` as such, other C0 controls, DEL (`\x1b`, `\x7f`) and C1 controls
-/// (`\u{9b}`) as tracing-subscriber escapes them in a message.
+/// `\n`, `\r` and `\t` as such, other C0 controls and DEL as `\x1b`, C1 controls as
+/// `\u{9b}` (the spellings tracing-subscriber uses for the few it escapes in a message).
 struct TextEscape<'a>(&'a mut dyn fmt::Write);
 
 impl fmt::Write for TextEscape<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // The usual value has none: one pass over its bytes, then a plain write. In UTF-8 a
+        // control character is a byte below 0x20, DEL, or 0xC2 followed by 0x80–0x9F.
+        if !s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+            return self.0.write_str(s);
+        }
         let mut plain = 0;
         for (i, c) in s.char_indices() {
             if !c.is_control() {

@@ -808,7 +808,8 @@ fn every_skipped_or_left_out_member_is_reported_and_the_rest_still_travels() {
     // Those this module blanks (a bad escape, a raw `=`) and those opentelemetry drops (no `=`,
     // an escape that is not UTF-8) alike; a bad member under another key is not reported.
     const MALFORMED: &str = "baggage: member skipped: malformed (no `=`, a raw `=` in its value, \
-                             a bad percent-escape, or bytes that are not UTF-8 text)";
+                             a bad percent-escape or one that is not UTF-8, or a byte that is \
+                             not visible ASCII)";
     for header in [
         "tenant=%zz,retries=2,request_id=a=b",
         "request_id;p=1,tenant,retries=2",
