@@ -257,6 +257,18 @@ where
     }
 }
 
+/// A subscriber that writes through `own` behind `ContextFields::var(&REQUEST_ID)`, ANSI off,
+/// and the sink it writes to.
+fn own_format(own: LineFormat) -> (Captured, impl tracing::Subscriber + Send + Sync) {
+    let sink = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(sink.clone())
+        .with_ansi(false)
+        .event_format(ContextFields::new().var(&REQUEST_ID).wrap(own))
+        .finish();
+    (sink, subscriber)
+}
+
 #[test]
 fn a_json_object_that_closes_at_once_stays_valid() {
     // A formatter whose object has no members of its own.
@@ -327,12 +339,7 @@ fn a_formatter_of_ones_own_gets_the_fields_by_its_first_byte() {
             format!("event: {fields}")
         }
     });
-    let sink = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(sink.clone())
-        .with_ansi(false)
-        .event_format(ContextFields::new().var(&REQUEST_ID).wrap(own))
-        .finish();
+    let (sink, subscriber) = own_format(own);
     // Longer than the buffer a thread keeps between lines, then short again.
     let long = "x".repeat(40_000);
     tracing::subscriber::with_default(subscriber, || {
@@ -444,12 +451,7 @@ fn control_characters_in_text_values_are_escaped_unless_sanitization_is_off() {
     }
     // A formatter of one's own (the line is buffered, then told text or JSON).
     let own = LineFormat(|_, fields| format!("event: {fields}"));
-    let sink = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(sink.clone())
-        .with_ansi(false)
-        .event_format(ContextFields::new().var(&REQUEST_ID).wrap(own))
-        .finish();
+    let (sink, subscriber) = own_format(own);
     tracing::subscriber::with_default(subscriber, || contextvars::Context::new().run(hostile));
     assert_eq!(sink.lines(), [format!("{expected}event: handled")]);
 
