@@ -399,10 +399,14 @@ impl Context {
         ctx
     }
 
-    /// Wraps `f` so that it runs inside this context when called.
+    /// Wraps `f` so that it runs inside this context when called, as a task of its own.
     ///
     /// The returned closure is `Send` when `f` is, so it can be handed to a thread pool or
-    /// `std::thread::Builder::spawn`.
+    /// `std::thread::Builder::spawn`. Like a call of [`wrap`](Context::wrap), it is a task of its
+    /// own wherever it runs: a thread-critical [`Local`](crate::Local) starts empty in it and what
+    /// it sets there is dropped when `f` returns, so a pool thread keeps nothing for the next
+    /// job (S19), and such writes are allowed in a plain `tokio::task::spawn_blocking` job (S21).
+    /// [`run`](Context::run) instead keeps the thread's thread-critical values.
     ///
     /// # Examples
     ///
@@ -417,7 +421,7 @@ impl Context {
     /// ```
     pub fn bind<R>(self, f: impl FnOnce() -> R) -> impl FnOnce() -> R {
         let mut ctx = self;
-        move || ctx.run(f)
+        move || current::run_as_task(&mut ctx, f)
     }
 
     /// Wraps an `Fn` so that each call runs in its own fork of this context, as if each call

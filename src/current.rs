@@ -465,6 +465,13 @@ pub(crate) fn modify_binding<T: Send + Sync + 'static, R>(
     modify_then(call, f, |hot| hot.remember(var.id(), value.cast()))
 }
 
+/// Whether [`modify`] would refuse a write here (S21), without panicking: for a bridge whose
+/// closure panicked, so that its own panic, not the refusal, reaches the caller.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the bridges live in `task`
+pub(crate) fn refuses_write() -> bool {
+    with_hot(Hot::refuses_write)
+}
+
 /// [`modify`], with `then` run after `f`, before anything the write displaced is dropped.
 #[inline]
 fn modify_then<R>(

@@ -81,7 +81,7 @@ impl fmt::Display for LocalError {
         match self {
             LocalError::Missing { name } => write!(f, "Local has no attribute {name:?}"),
             LocalError::WrongType { name, expected } => {
-                write!(f, "Local attribute {name:?} is not a {expected}")
+                write!(f, "Local attribute {name:?} is not of type {expected}")
             }
         }
     }

@@ -33,12 +33,14 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
         "contextvars: `{call}` inside a Tokio task that has no context of its own: the write \
          would land in the worker thread's context, which every unwrapped task on that thread \
          shares (S21). Give the task its own context: spawn it with `contextvars::task::spawn` \
-         (or `spawn_blocking`), wrap its future with `.with_current_context()`, serve requests \
+         (or `spawn_blocking`), wrap its future with `.with_current_context()` (from \
+         `contextvars::FutureExt`: opentelemetry's trait has a method of that name), serve requests \
          through `contextvars::tower::ContextLayer` (outside every middleware that writes: the \
          first layer of a `ServiceBuilder`, the last `.layer` call in axum), or build the \
          runtime with `contextvars::runtime::propagate` (needs `RUSTFLAGS=\"--cfg \
          tokio_unstable\"`; it gives each task a context, not each request: a server still \
          needs `ContextLayer`, since the requests of one connection share its task). \
-         RUST_BACKTRACE=1 shows the call that wrote."
+         If the layer is there, check that one version of contextvars is linked (`cargo tree -d \
+         -i contextvars`). RUST_BACKTRACE=1 shows the call that wrote."
     )
 }

@@ -227,7 +227,10 @@
 //!
 //! The futures of one `join!` or `select!` run in the *same* task, and so in one context:
 //! unwrapped, what one branch sets the others see. Give each branch its own with
-//! `.with_current_context()`:
+//! `.with_current_context()`. That is a [fork](Context::fork), as for a spawned task: a
+//! variable declared [`Inherit::None`] is not in the branches, and an [`Inherit::Fork`] one gets
+//! its fork function's value. To give a branch the caller's values as they are, wrap it with
+//! `Context::current().scope(fut)` (a plain copy):
 //!
 //! ```
 //! use contextvars::{ContextVar, FutureExt};
@@ -294,6 +297,11 @@
 //! values are there, and what a call sets stays in that call — not in the next item, not on the
 //! pool thread.
 //!
+//! Wrap every closure you hand to the pool, nested ones included. A pool thread that waits
+//! inside a call (on a nested `par_iter` or `rayon::join`) runs other jobs meanwhile, possibly
+//! another request's; a wrapped job enters its own context, but an unwrapped one runs in the
+//! context of the call it interrupted, reading and writing that call's values.
+//!
 //! ```
 //! use contextvars::{Context, ContextVar};
 //! use rayon::prelude::*;
@@ -315,6 +323,22 @@
 //!
 //! For a single job on a pool, `Context::current().fork().bind(job)` does the same for an
 //! `FnOnce`; [`task::spawn_blocking`] for Tokio's blocking pool.
+//!
+//! ## In a library
+//!
+//! A library that reads ambient values runs wherever its users call it, so:
+//!
+//! - Spawn with [`task::spawn`] / [`task::spawn_blocking`] (or `.with_current_context()`), not
+//!   plain `tokio::spawn`: the child then reads the caller's values, and may write.
+//! - Start a background task meant to outlive the request that happens to start it (a
+//!   connection driver, a batching worker) with `.with_context(Context::new())`, so that it
+//!   holds no request's values.
+//! - A tower layer of yours that `set`s per request can bundle the crate's: return
+//!   `tower::ContextLayer::new().layer(your_service)` (a `ContextService`) from your
+//!   `Layer::layer`, so users cannot put the two in the wrong order.
+//! - Ask for a version of this crate that Cargo can unify with your users' (`cargo tree -d -i
+//!   contextvars` lists duplicates): two linked versions have two current contexts, and a value
+//!   set through one is not seen through the other.
 //!
 //! # Named attributes: `Local`
 //!
@@ -715,8 +739,12 @@
 //!   `block_on`) it panics with a message naming `async_to_sync`, never deadlocks. Nested bridges
 //!   never deadlock, however small the blocking pool: sync code reached through `async_to_sync` →
 //!   `sync_to_async` runs on the thread already blocked in `async_to_sync` (asgiref's
-//!   thread-sensitive rule). This holds for `sync_to_async` awaited by the driven future, not in
-//!   tasks it spawns, which run on the pool (see [`task::sync_to_async`]).
+//!   thread-sensitive rule). This holds for `sync_to_async` awaited by the driven future; in
+//!   tasks it spawns it holds only on the private runtime, which polls them on that thread (on a
+//!   runtime with workers they run on the pool; see [`task::sync_to_async`]). Tasks the future
+//!   leaves running on the private runtime are dropped when the outermost call returns, as
+//!   `asyncio.run` cancels them. If the closure (S16) or the future panics and the write-back
+//!   would be refused (S21), the write-back is dropped and their own panic resumes.
 //! - <a id="s18"></a>**S18 — `Local`.** A [`Local`] keeps its attributes in the current context as
 //!   one copy-on-write map (one hidden variable per `Local`): each task sees its own; children see
 //!   the parent's attributes at fork time; `set` or `remove` in a child never changes the parent;

@@ -210,7 +210,9 @@ impl Local {
     ///
     /// In plain code it is a thread local; inside a [`Scoped`](crate::Scoped) poll it belongs to
     /// that task, and moves with it if the runtime migrates the task. Use it for what must not
-    /// cross threads or tasks, such as a connection that is not thread-safe to share.
+    /// cross threads or tasks, such as a connection that is not thread-safe to share. A
+    /// `sync_to_async` call on the blocking pool is a task of its own: it starts without the
+    /// values an earlier call set (see `task::sync_to_async`).
     ///
     /// # Examples
     ///

@@ -40,6 +40,11 @@
 //!   of one HTTP/1 keep-alive connection one after the other in that connection's task, so
 //!   what a middleware sets for one request, the next request on the connection reads. Serve
 //!   with `tower::ContextLayer` (feature `tower`) as well.
+//! - **Long-lived tasks started by a request.** A library's background worker started lazily by
+//!   the first request that needs it (a pool's connection task, a `tower::buffer::Buffer`
+//!   worker) forks that request's context, and keeps its values for its whole life: every later
+//!   request's work it does reads the first request's values. Start such tasks with
+//!   `.with_context(Context::new())` when you start them yourself.
 //! - **Plain `tokio::task::spawn_blocking`.** Tokio reports blocking jobs only when they
 //!   terminate, so a plain blocking job starts in its pool thread's own (empty) context and its
 //!   writes are refused by S21. [`task::spawn_blocking`](crate::task::spawn_blocking) and

@@ -362,6 +362,12 @@ impl<S: futures_sink::Sink<Item>, Item> futures_sink::Sink<Item> for Scoped<S> {
 /// Implemented for every [`Future`]. Import it as `use contextvars::FutureExt as _;` if another
 /// `FutureExt` is in scope.
 ///
+/// OpenTelemetry's `opentelemetry::trace::FutureExt` has methods of the same names
+/// (`with_context`, `with_current_context`) that attach an OpenTelemetry context, not this
+/// crate's. With only that trait imported, `fut.with_current_context()` compiles and gives the
+/// future no context of this crate; with both imported, the call is ambiguous. Call this one
+/// as `contextvars::FutureExt::with_current_context(fut)` where both are in use.
+///
 /// # Examples
 ///
 /// ```

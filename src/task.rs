@@ -26,7 +26,7 @@
 //! ```
 
 use std::any::Any;
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -174,17 +174,27 @@ where
 /// the futures of that `async_to_sync` call wait; tasks they spawned go on.
 ///
 /// A task that the driven future *spawns* is polled by its runtime, not by the
-/// `async_to_sync` call (it may outlive it), so a `sync_to_async` awaited in that task runs on
-/// the blocking pool. If the pool's only thread is the one blocked in `async_to_sync` waiting
-/// for that task, it waits forever: await the `sync_to_async` in the driven future itself, or
-/// give the pool more than one thread (Tokio's default is 512).
+/// `async_to_sync` call. On the private runtime of a plain thread that is the same thread, so a
+/// `sync_to_async` awaited in that task runs there too. On a runtime with worker threads (the
+/// call was made on a thread that entered it, or from one of its blocking jobs) it runs on the
+/// blocking pool; if the pool's only thread is the one blocked in `async_to_sync` waiting for
+/// that task, it waits forever: await the `sync_to_async` in the driven future itself, or give
+/// the pool more than one thread (Tokio's default is 512).
+///
+/// Each call that runs on the pool is a task of its own: its thread-critical
+/// [`Local`](crate::Local) values (S19) start empty and end with it. A connection kept in one
+/// is not seen by the next call (asgiref runs a request's thread-sensitive calls on one thread,
+/// so Django's connection is); keep what calls must share in a plain `Local` or `ContextVar`,
+/// which the write-back carries, or make the calls inside one `async_to_sync`, where they run
+/// on its thread.
 ///
 /// # Panics
 ///
 /// If `f` panics, what it set before the panic is written back, then the panic resumes in the
 /// caller. Panics if polled outside a Tokio runtime (when `f` would go to the pool), if the
 /// runtime shuts down before `f` ran, or if the write-back has changes to apply and the caller
-/// is a Tokio task with no context of its own (S21). A panic of an
+/// is a Tokio task with no context of its own (S21); when `f` panicked, such changes are dropped
+/// and `f`'s panic is the one that resumes. A panic of an
 /// [`Inherit::Fork`](crate::Inherit::Fork) function, run by the fork taken at the call,
 /// propagates from the call.
 ///
@@ -250,7 +260,7 @@ where
                 }
             }
         };
-        write_back(&base, &end, "task::sync_to_async");
+        write_back(&base, &end, "task::sync_to_async", outcome.is_err());
         match outcome {
             Ok(value) => value,
             Err(panic) => resume_unwind(panic),
@@ -276,6 +286,12 @@ where
 /// While `fut` runs, [`sync_to_async`] calls made by it run their sync code on this thread,
 /// which is waiting anyway: nested bridges never wait for a second pool thread (S17).
 ///
+/// The private runtime runs only while an `async_to_sync` call drives it. Tasks `fut` spawns
+/// there and leaves running when it completes are dropped when the outermost call returns
+/// (inside their own contexts), as `asyncio.run` cancels leftover tasks, rather than kept
+/// frozen with their values until the thread's next call; blocking jobs left running go on,
+/// unwaited. On a runtime of your own (the first two cases) they go on running.
+///
 /// # Panics
 ///
 /// - Called where blocking is not allowed — directly inside a task's poll or inside a
@@ -283,6 +299,9 @@ where
 ///   Tokio's own refusal ("Cannot start a runtime from within a runtime"), which is how the
 ///   crate learns of it, reaches the panic hook first, so the log shows both messages.
 /// - If `fut` panics, what it set before the panic is written back, then the panic resumes.
+/// - If the write-back has changes to apply and the caller is a Tokio task with no context of
+///   its own (a plain `tokio::task::spawn_blocking` job, S21); when `fut` panicked, such
+///   changes are dropped and `fut`'s panic is the one that resumes.
 /// - If the private runtime cannot be created (the OS refuses its resources), or if called from
 ///   a thread-local destructor while the thread is being torn down.
 /// - A panic of an [`Inherit::Fork`](crate::Inherit::Fork) function, run by the fork taken at
@@ -321,6 +340,7 @@ where
 #[track_caller]
 pub fn async_to_sync<F: Future>(fut: F) -> F::Output {
     let driver = Driver::choose();
+    let private_call = matches!(driver, Driver::Private).then(PrivateCall::enter);
     let handed = Context::current_fork();
     let base = handed.clone();
     let mut scoped = pin!(Scoped::new_task(handed, fut));
@@ -353,7 +373,15 @@ pub fn async_to_sync<F: Future>(fut: F) -> F::Output {
         }
     }
     sync_thread.finish();
-    write_back(&base, scoped.context(), "task::async_to_sync");
+    if let Some(call) = private_call {
+        call.finish();
+    }
+    write_back(
+        &base,
+        scoped.context(),
+        "task::async_to_sync",
+        outcome.is_err(),
+    );
     match outcome {
         Ok(value) => value,
         Err(panic) => resume_unwind(panic),
@@ -420,30 +448,81 @@ impl Driver {
     }
 }
 
+std::thread_local! {
+    /// This thread's private runtime ([`Driver::Private`]), made on first use and kept for the
+    /// next call while no task is left on it.
+    static PRIVATE_RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
+    /// How many `async_to_sync` calls on the private runtime are running on this thread (more
+    /// than one when sync code a call runs calls it again).
+    static PRIVATE_CALLS: Cell<usize> = const { Cell::new(0) };
+}
+
 fn private_runtime_block_on<F: Future>(fut: F) -> F::Output {
-    thread_local! {
-        static PRIVATE_RUNTIME: OnceCell<Runtime> = const { OnceCell::new() };
-    }
-    let blocked_on = PRIVATE_RUNTIME.try_with(|runtime| {
-        runtime
-            .get_or_init(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("contextvars::task::async_to_sync: failed to build a Tokio runtime")
-            })
-            .block_on(fut)
+    let blocked_on = PRIVATE_RUNTIME.try_with(|slot| {
+        if slot.borrow().is_none() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("contextvars::task::async_to_sync: failed to build a Tokio runtime");
+            *slot.borrow_mut() = Some(runtime);
+        }
+        // A shared borrow for the whole `block_on`: nothing takes the runtime out while it
+        // runs (only the outermost call does, once it is done).
+        let runtime = slot.borrow();
+        runtime.as_ref().map(|runtime| runtime.block_on(fut))
     });
-    blocked_on.unwrap_or_else(|_| {
-        panic!("contextvars::task::async_to_sync called during thread teardown")
-    })
+    match blocked_on {
+        Ok(Some(output)) => output,
+        _ => panic!("contextvars::task::async_to_sync called during thread teardown"),
+    }
+}
+
+/// An [`async_to_sync`] call driven by the thread's private runtime.
+struct PrivateCall;
+
+impl PrivateCall {
+    fn enter() -> PrivateCall {
+        // During teardown `private_runtime_block_on` panics before anything runs.
+        let _ = PRIVATE_CALLS.try_with(|calls| calls.set(calls.get() + 1));
+        PrivateCall
+    }
+
+    /// Ends the call. The outermost call drops the tasks its future spawned and left running,
+    /// as `asyncio.run` cancels them: the private runtime runs only inside `async_to_sync`, so
+    /// they would stay frozen, holding their contexts' values, until the thread's next call.
+    /// The runtime goes with them (Tokio cannot drop a runtime's tasks and keep it); blocking
+    /// jobs it started run on, unwaited.
+    fn finish(self) {
+        drop(self);
+        if PRIVATE_CALLS.try_with(Cell::get).unwrap_or(1) != 0 {
+            return;
+        }
+        let leftover = PRIVATE_RUNTIME.try_with(|slot| {
+            let mut slot = slot.try_borrow_mut().ok()?;
+            let alive = slot.as_ref()?.metrics().num_alive_tasks();
+            if alive == 0 { None } else { slot.take() }
+        });
+        if let Ok(Some(runtime)) = leftover {
+            // Their futures are dropped here, on this thread, each inside its task's context.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for PrivateCall {
+    fn drop(&mut self) {
+        let _ = PRIVATE_CALLS.try_with(|calls| calls.set(calls.get() - 1));
+    }
 }
 
 /// Applies to the current context what changed from `base` to `end` (S16, S17); `call` names
 /// the bridge in the S21 panic if there are changes and no context to receive them.
-fn write_back(base: &Context, end: &Context, call: &'static str) {
+///
+/// After a panic of the bridged code (`panicked`), changes that S21 would refuse are dropped
+/// instead: the caller gets the code's own panic, which says what went wrong, not the refusal.
+fn write_back(base: &Context, end: &Context, call: &'static str, panicked: bool) {
     let changes = end.changes_since(base);
-    if changes.is_empty() {
+    if changes.is_empty() || (panicked && current::refuses_write()) {
         return;
     }
     // Displaced values drop here, after the write has let go of the context.

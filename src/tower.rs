@@ -91,6 +91,10 @@
 //! refuses such writes with a panic that names the call and this layer (S21); the layer is the
 //! fix.
 //!
+//! Under `runtime::propagate` (with `--cfg tokio_unstable`) the connection's task has a context
+//! of its own, so a missing layer is no longer refused: what one request sets, the next request
+//! on the same keep-alive connection reads. Serve with this layer there too.
+//!
 //! # What the request sees
 //!
 //! The request's context is [`Context::current().fork()`](Context::fork) taken at `call`: in a

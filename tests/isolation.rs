@@ -66,6 +66,8 @@ fn assert_s21(message: &str, call: &str) {
         ".with_current_context()",
         "contextvars::tower::ContextLayer",
         "contextvars::runtime::propagate",
+        "contextvars::FutureExt",
+        "cargo tree -d -i contextvars",
     ] {
         assert!(
             message.contains(fix),
@@ -143,6 +145,39 @@ fn sync_to_async_write_back_into_a_plain_task_panics_only_with_changes() {
         })))
         .unwrap_err();
     assert_s21(&message(err), "task::sync_to_async");
+}
+
+#[test]
+fn a_bridged_panic_is_not_replaced_by_the_refusal_of_its_write_back() {
+    let rt = multi_thread(2);
+    // `f` set something, then panicked, in a plain task: the caller gets `f`'s panic (which
+    // says what went wrong), not the S21 refusal of the write-back; the change is dropped.
+    let err = rt
+        .block_on(rt.spawn(task::sync_to_async(|| {
+            ID.set(5);
+            LOCAL.set("a", 1);
+            panic!("f's own failure");
+        })))
+        .unwrap_err();
+    assert_eq!(message(err), "f's own failure");
+    // The same for `async_to_sync` in a plain blocking job (a task with no context).
+    let err = rt
+        .block_on(rt.spawn_blocking(|| {
+            task::async_to_sync(async {
+                ID.set(6);
+                panic!("the future's own failure");
+            })
+        }))
+        .unwrap_err();
+    assert_eq!(message(err), "the future's own failure");
+    // Nothing landed in a worker's context or a pool thread's.
+    let (on_worker, in_pool) = rt.block_on(async {
+        let on_worker = tokio::spawn(async { (ID.get(), LOCAL.get::<i32>("a").is_ok()) });
+        let in_pool = tokio::task::spawn_blocking(|| ID.get());
+        (on_worker.await.unwrap(), in_pool.await.unwrap())
+    });
+    assert_eq!(on_worker, (None, false));
+    assert_eq!(in_pool, None);
 }
 
 #[test]

@@ -122,7 +122,13 @@ fn get_with_the_wrong_type_is_wrong_type_and_changes_nothing() {
                 expected: std::any::type_name::<String>()
             }
         );
-        assert!(err.to_string().contains("\"n\""));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Local attribute \"n\" is not of type {}",
+                std::any::type_name::<String>()
+            )
+        );
         assert_eq!(*L.get::<u32>("n").unwrap(), 5);
         let before = Context::current();
         let _ = L.get::<i64>("n");

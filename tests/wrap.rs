@@ -98,6 +98,42 @@ fn thread_critical_values_set_in_a_call_stay_in_that_call() {
 }
 
 #[test]
+fn a_bound_job_is_a_task_of_its_own_and_leaves_the_pool_thread_nothing() {
+    // `bind` is `wrap` for an `FnOnce`: a thread-critical value set by one request's job on a
+    // pool thread must not be seen by the next request's job on that thread.
+    static CONNECTION: contextvars::Local = contextvars::Local::thread_critical();
+    let pool = pool(1);
+    let alice = Context::new().with_value(&REQUEST, "alice".to_string());
+    let set_by_alice = pool.install(alice.bind(|| {
+        CONNECTION.set("conn", "alice's connection".to_string());
+        CONNECTION.contains("conn")
+    }));
+    assert!(set_by_alice);
+    let bob = Context::new().with_value(&REQUEST, "bob".to_string());
+    let seen_by_bob = pool.install(bob.bind(|| CONNECTION.get::<String>("conn").ok()));
+    assert_eq!(seen_by_bob, None, "bob's job saw alice's connection");
+    assert_eq!(pool.broadcast(|_| CONNECTION.contains("conn")), [false]);
+}
+
+#[test]
+fn a_bound_job_in_a_plain_spawn_blocking_may_write_thread_critical_values() {
+    static CONNECTION: contextvars::Local = contextvars::Local::thread_critical();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let job = Context::new().bind(|| {
+        CONNECTION.set("conn", 1_u32);
+        REQUEST.set("in the job".to_string());
+        (
+            CONNECTION.get::<u32>("conn").map(|v| *v),
+            REQUEST.get_cloned(),
+        )
+    });
+    let seen = rt.block_on(rt.spawn_blocking(job)).unwrap();
+    assert_eq!(seen, (Ok(1), Some("in the job".to_string())));
+}
+
+#[test]
 fn the_captured_context_is_taken_at_wrap_not_at_each_call() {
     REQUEST.set("before".to_string());
     let call = Context::current().wrap(|()| REQUEST.get().map(|r| (*r).clone()));
