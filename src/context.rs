@@ -408,6 +408,10 @@ impl Context {
     /// job (S19), and such writes are allowed in a plain `tokio::task::spawn_blocking` job (S21).
     /// [`run`](Context::run) instead keeps the thread's thread-critical values.
     ///
+    /// # Panics
+    ///
+    /// The returned closure propagates a panic of `f`.
+    ///
     /// # Examples
     ///
     /// ```

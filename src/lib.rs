@@ -441,7 +441,7 @@
 //! | `async with asyncio.TaskGroup() as tg: tg.create_task(c)` | a `JoinSet` of `.with_current_context()` futures, or [`task::spawn`] handles |
 //! | `asyncio.to_thread(f)` | [`task::spawn_blocking`] |
 //! | `loop.run_in_executor(pool, f)` | `pool.execute(Context::current().fork().bind(f))` ([`Context::bind`]) |
-//! | `loop.call_soon(cb, context=ctx)` | `ctx.bind(cb)`, or [`Context::wrap`] for a callback called many times |
+//! | `loop.call_soon(cb, context=ctx)` | `move || ctx.run(cb)` on the same thread; `ctx.bind(cb)`, or [`Context::wrap`] for a callback called many times, to run it as a task of its own (no thread-critical values) |
 //! | `threading.Thread(target=f)` | `std::thread::spawn` (starts empty, as in Python) or [`thread::spawn`] (a copy) |
 //! | asgiref `sync_to_async(f)` / `@sync_to_async` | [`task::sync_to_async`]`(f).await` |
 //! | asgiref `async_to_sync(coro)` / `@async_to_sync` | [`task::async_to_sync`]`(fut)` |
@@ -742,9 +742,9 @@
 //!   thread-sensitive rule). This holds for `sync_to_async` awaited by the driven future; in
 //!   tasks it spawns it holds only on the private runtime, which polls them on that thread (on a
 //!   runtime with workers they run on the pool; see [`task::sync_to_async`]). Tasks the future
-//!   leaves running on the private runtime are dropped when the outermost call returns, as
-//!   `asyncio.run` cancels them. If the closure (S16) or the future panics and the write-back
-//!   would be refused (S21), the write-back is dropped and their own panic resumes.
+//!   leaves running on the private runtime pause until the thread's next call drives it (asgiref
+//!   cancels them). If the closure (S16) or the future panics and the write-back would be
+//!   refused (S21), the write-back is dropped and their own panic resumes.
 //! - <a id="s18"></a>**S18 — `Local`.** A [`Local`] keeps its attributes in the current context as
 //!   one copy-on-write map (one hidden variable per `Local`): each task sees its own; children see
 //!   the parent's attributes at fork time; `set` or `remove` in a child never changes the parent;
@@ -760,8 +760,9 @@
 //!   inside it shares the task's values — and each task of [`task::spawn`] or
 //!   [`task::spawn_local`] (even when its executor is driven inside another task: a runtime in
 //!   `block_in_place`, a `LocalSet` in a `Scoped`), each request of `tower::ContextLayer` (its
-//!   `call` included), each future `async_to_sync` drives, each blocking job and each call of
-//!   [`Context::wrap`] is a task of its own. A thread-critical write inside a Tokio task with no
+//!   `call` included), each future `async_to_sync` drives, each blocking job, each call of
+//!   [`Context::wrap`] and each closure of [`Context::bind`] (so each thread of
+//!   [`thread::spawn`]) is a task of its own. A thread-critical write inside a Tokio task with no
 //!   task of its own is refused (S21), also inside `run`, which gives no storage of its own.
 //! - <a id="s20"></a>**S20 — forking.** [`Context::fork`] is `clone` plus each variable's
 //!   [`Inherit`] policy: [`Inherit::Share`] keeps the `Arc`, [`Inherit::Fork`] stores a new value
@@ -790,7 +791,8 @@
 //! - <a id="s23"></a>**S23 — callbacks and pools.** [`Context::wrap`] makes an `Fn` that runs each
 //!   call in its own fork of the captured context, as if each call were a task: what one call sets
 //!   is seen by no other call, by the caller, or by the pool thread afterwards; thread-critical
-//!   values (S19) too, which start empty in each call. `JoinSet`, `join!`, `select!`,
+//!   values (S19) too, which start empty in each call. [`Context::bind`] does the same for an
+//!   `FnOnce`, in the context it is given (no fork). `JoinSet`, `join!`, `select!`,
 //!   `join_all` and `FuturesUnordered` get one context per future with `.with_current_context()`
 //!   on each ([examples](#isolation-by-default)).
 //! - <a id="s24"></a>**S24 — a whole runtime.** With [`runtime::propagate`] (`--cfg

@@ -246,7 +246,8 @@ impl Local {
     /// a [`thread_critical`](Local::thread_critical) `Local` a [`run`](Context::run) or a
     /// [`sync_scope`](ContextVar::sync_scope) in such a task is not enough: only a task entry
     /// (`task::spawn`, a [`Scoped`](crate::Scoped) future, `tower::ContextLayer`,
-    /// `runtime::propagate`) gives the task storage of its own for it.
+    /// `runtime::propagate`, a call of [`Context::wrap`] or [`Context::bind`]) gives the task
+    /// storage of its own for it.
     ///
     /// # Examples
     ///

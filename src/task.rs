@@ -26,7 +26,7 @@
 //! ```
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::{OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -286,11 +286,14 @@ where
 /// While `fut` runs, [`sync_to_async`] calls made by it run their sync code on this thread,
 /// which is waiting anyway: nested bridges never wait for a second pool thread (S17).
 ///
-/// The private runtime runs only while an `async_to_sync` call drives it. Tasks `fut` spawns
-/// there and leaves running when it completes are dropped when the outermost call returns
-/// (inside their own contexts), as `asyncio.run` cancels leftover tasks, rather than kept
-/// frozen with their values until the thread's next call; blocking jobs left running go on,
-/// unwaited. On a runtime of your own (the first two cases) they go on running.
+/// The private runtime runs only while an `async_to_sync` call on its thread drives it. Tasks
+/// `fut` spawns there and leaves running when it completes stay on it, paused, and go on while
+/// a later call on the thread drives it: that is how a connection's driver task spawned in one
+/// call (`tokio::spawn(connection)`) serves the next, and timers and IO objects made in one
+/// call work in the next. Meanwhile they keep their values; they are dropped with the thread.
+/// asgiref's fresh event loop cancels such tasks instead: await or
+/// [`abort`](tokio::task::JoinHandle::abort) those you do not mean to keep. On a runtime with
+/// worker threads (the first two cases) they run on.
 ///
 /// # Panics
 ///
@@ -340,7 +343,6 @@ where
 #[track_caller]
 pub fn async_to_sync<F: Future>(fut: F) -> F::Output {
     let driver = Driver::choose();
-    let private_call = matches!(driver, Driver::Private).then(PrivateCall::enter);
     let handed = Context::current_fork();
     let base = handed.clone();
     let mut scoped = pin!(Scoped::new_task(handed, fut));
@@ -373,9 +375,6 @@ pub fn async_to_sync<F: Future>(fut: F) -> F::Output {
         }
     }
     sync_thread.finish();
-    if let Some(call) = private_call {
-        call.finish();
-    }
     write_back(
         &base,
         scoped.context(),
@@ -448,71 +447,23 @@ impl Driver {
     }
 }
 
-std::thread_local! {
-    /// This thread's private runtime ([`Driver::Private`]), made on first use and kept for the
-    /// next call while no task is left on it.
-    static PRIVATE_RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
-    /// How many `async_to_sync` calls on the private runtime are running on this thread (more
-    /// than one when sync code a call runs calls it again).
-    static PRIVATE_CALLS: Cell<usize> = const { Cell::new(0) };
-}
-
 fn private_runtime_block_on<F: Future>(fut: F) -> F::Output {
-    let blocked_on = PRIVATE_RUNTIME.try_with(|slot| {
-        if slot.borrow().is_none() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("contextvars::task::async_to_sync: failed to build a Tokio runtime");
-            *slot.borrow_mut() = Some(runtime);
-        }
-        // A shared borrow for the whole `block_on`: nothing takes the runtime out while it
-        // runs (only the outermost call does, once it is done).
-        let runtime = slot.borrow();
-        runtime.as_ref().map(|runtime| runtime.block_on(fut))
+    thread_local! {
+        static PRIVATE_RUNTIME: OnceCell<Runtime> = const { OnceCell::new() };
+    }
+    let blocked_on = PRIVATE_RUNTIME.try_with(|runtime| {
+        runtime
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("contextvars::task::async_to_sync: failed to build a Tokio runtime")
+            })
+            .block_on(fut)
     });
-    match blocked_on {
-        Ok(Some(output)) => output,
-        _ => panic!("contextvars::task::async_to_sync called during thread teardown"),
-    }
-}
-
-/// An [`async_to_sync`] call driven by the thread's private runtime.
-struct PrivateCall;
-
-impl PrivateCall {
-    fn enter() -> PrivateCall {
-        // During teardown `private_runtime_block_on` panics before anything runs.
-        let _ = PRIVATE_CALLS.try_with(|calls| calls.set(calls.get() + 1));
-        PrivateCall
-    }
-
-    /// Ends the call. The outermost call drops the tasks its future spawned and left running,
-    /// as `asyncio.run` cancels them: the private runtime runs only inside `async_to_sync`, so
-    /// they would stay frozen, holding their contexts' values, until the thread's next call.
-    /// The runtime goes with them (Tokio cannot drop a runtime's tasks and keep it); blocking
-    /// jobs it started run on, unwaited.
-    fn finish(self) {
-        drop(self);
-        if PRIVATE_CALLS.try_with(Cell::get).unwrap_or(1) != 0 {
-            return;
-        }
-        let leftover = PRIVATE_RUNTIME.try_with(|slot| {
-            let mut slot = slot.try_borrow_mut().ok()?;
-            let alive = slot.as_ref()?.metrics().num_alive_tasks();
-            if alive == 0 { None } else { slot.take() }
-        });
-        if let Ok(Some(runtime)) = leftover {
-            // Their futures are dropped here, on this thread, each inside its task's context.
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for PrivateCall {
-    fn drop(&mut self) {
-        let _ = PRIVATE_CALLS.try_with(|calls| calls.set(calls.get() - 1));
-    }
+    blocked_on.unwrap_or_else(|_| {
+        panic!("contextvars::task::async_to_sync called during thread teardown")
+    })
 }
 
 /// Applies to the current context what changed from `base` to `end` (S16, S17); `call` names
