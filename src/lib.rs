@@ -332,7 +332,7 @@
 //!   plain `tokio::spawn`: the child then reads the caller's values, and may write.
 //! - Start a background task meant to outlive the request that happens to start it (a
 //!   connection driver, a batching worker) with `.with_context(Context::new())`, so that it
-//!   holds no request's values.
+//!   reads no request's values.
 //! - A tower layer of yours that `set`s per request can bundle the crate's: return
 //!   `tower::ContextLayer::new().layer(your_service)` (a `ContextService`) from your
 //!   `Layer::layer`, so users cannot put the two in the wrong order.

@@ -292,8 +292,8 @@ where
 /// call (`tokio::spawn(connection)`) serves the next, and timers and IO objects made in one
 /// call work in the next. Meanwhile they keep their values; they are dropped with the thread.
 /// asgiref's fresh event loop cancels such tasks instead: await or
-/// [`abort`](tokio::task::JoinHandle::abort) those you do not mean to keep. On a runtime with
-/// worker threads (the first two cases) they run on.
+/// [`abort`](tokio::task::JoinHandle::abort) those you do not mean to keep. On the other
+/// runtimes (the first two cases) they go on as that runtime runs its tasks.
 ///
 /// # Panics
 ///
