@@ -36,7 +36,8 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          (or `spawn_blocking`), wrap its future with `.with_current_context()` (from \
          `contextvars::FutureExt`: opentelemetry's trait has a method of that name), serve requests \
          through `contextvars::tower::ContextLayer` (outside every middleware that writes: the \
-         first layer of a `ServiceBuilder`, the last `.layer` call in axum), or build the \
+         first layer of a `ServiceBuilder` or of tonic's `Server::builder()`, the last `.layer` \
+         call in axum), or build the \
          runtime with `contextvars::runtime::propagate` (needs `RUSTFLAGS=\"--cfg \
          tokio_unstable\"`; it gives each task a context, not each request: a server still \
          needs `ContextLayer`, since the requests of one connection share its task). \

@@ -509,8 +509,10 @@ impl Baggage {
     }
 
     /// Writes the chosen variables bound in the current context into `injector` as its
-    /// `baggage` field, through opentelemetry's carrier trait: gRPC metadata, message headers,
-    /// a `HashMap` (S25).
+    /// `baggage` field, through opentelemetry's carrier trait: message headers, a `HashMap`
+    /// (S25). tonic's `MetadataMap` implements neither carrier trait: on a server,
+    /// `extract_headers(request.metadata().as_ref())` reads it (it is an `http::HeaderMap`
+    /// inside); on a client, wrap the `Channel` with `tower::PropagateLayer`.
     ///
     /// An injector cannot be read, so only our members are written (the field is replaced,
     /// not merged); nothing is written when no chosen variable is bound. Use

@@ -58,11 +58,15 @@
 //!
 //! # Streamed bodies
 //!
-//! The server polls a streamed response body (`Body::from_stream`, server-sent events) after
-//! the response future has finished, so outside the request's context: the stream reads no
-//! request values, and a `set` in it is refused (S21). Give the stream a fork of the request's
-//! context when the handler makes it: `Body::from_stream(Scoped::new(Context::current().fork(),
-//! stream))` (`Scoped` is a `Stream` with the `futures` feature).
+//! The server polls a streamed response body (`Body::from_stream`, server-sent events, the
+//! stream a tonic server-streaming or bidirectional handler returns) after the response future
+//! has finished, so outside the request's context: the stream reads no request values, and a
+//! `set` in it is refused (S21). Give the stream a fork of the request's context when the
+//! handler makes it: `Body::from_stream(Scoped::new(Context::current().fork(), stream))`, or in
+//! tonic `Response::new(Box::pin(Scoped::new(Context::current().fork(), stream)))`. `Scoped` is
+//! a `Stream` with this crate's `futures` feature (without it, the error is that
+//! `Scoped<…>: Stream` is not satisfied). A stream fed by a task (`task::spawn` producing into a
+//! channel) needs nothing more: the task has the request's values.
 //!
 //! # Where the layer goes
 //!
@@ -78,10 +82,18 @@
 //! (1,030–1,120). This holds for any middleware: axum's docs recommend
 //! `ServiceBuilder` for several layers (`tower` in your dependencies).
 //!
-//! The layer works on any
-//! `tower_service::Service<http::Request<B>>`: an axum `Router`, a tonic server
-//! (`Server::builder().layer(ContextLayer::new())`), or a hyper service wrapped with
-//! hyper-util's `TowerToHyperService`.
+//! The layer works on any `tower_service::Service<http::Request<B>>`: an axum `Router`, a hyper
+//! service wrapped with hyper-util's `TowerToHyperService`, or a tonic server:
+//!
+//! - for every service of the server, `Server::builder().layer(ContextLayer::new())`; the first
+//!   `.layer` of `Server::builder()` is the outer one, so put it before an interceptor layer
+//!   that sets variables;
+//! - for one service, `ContextLayer::new().named_layer(MyServer::new(svc))` (tonic's
+//!   `tonic::service::LayerExt`): `add_service` needs tonic's `NamedService`, which a
+//!   `ServiceBuilder`'s `ContextService` does not implement.
+//!
+//! The crate's tests do not build tonic; this wiring was checked with tonic 0.14 (240 and 1,000
+//! concurrent calls over one HTTP/2 connection, every log line of two services its own).
 //!
 //! # Without the layer
 //!
@@ -89,7 +101,9 @@
 //! context of its own (S13). A `set` there would write into the worker thread's context, where
 //! every other connection on that thread would see it — the `thread_local!` bug. The crate
 //! refuses such writes with a panic that names the call and this layer (S21); the layer is the
-//! fix.
+//! fix. The server logs the panic; the client sees the connection or stream reset (hyper
+//! drops the request: an HTTP/1 client gets no response, a gRPC client `Cancelled`, "h2
+//! protocol error").
 //!
 //! Under `runtime::propagate` (with `--cfg tokio_unstable`) the connection's task has a context
 //! of its own, so a missing layer is no longer refused: what one request sets, the next request
@@ -369,7 +383,13 @@ where
 /// [`Baggage`] that are bound in the context current at `call`, the caller's. Members of the
 /// header that are not ours are kept, and a stale member of ours is replaced (see
 /// [`Baggage::inject_headers`]). The receiving service reads them with
-/// [`ContextLayer::extract`].
+/// [`ContextLayer::extract`], declared with the same `static` variables (two statics of the
+/// same name are two variables, S1).
+///
+/// A call made from a plain `tokio::spawn` task reads that task's context, usually empty, and
+/// sends no baggage, with no warning: spawn such work with [`task::spawn`](crate::task::spawn) (a bidirectional
+/// gRPC handler's sender task, say). For a tonic client, wrap the `Channel`:
+/// `MyClient::new(ServiceBuilder::new().layer(PropagateLayer::new(baggage)).service(channel))`.
 ///
 /// # Examples
 ///

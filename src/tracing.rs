@@ -9,8 +9,11 @@
 //!   string members of each JSON object, `{"request_id":"req-1","timestamp":…}`, so the line
 //!   stays one valid JSON object.
 //!
-//! Control characters in a value are escaped in text lines, line breaks included (see
-//! [`var`](ContextFields::var)).
+//! Control characters in a value are escaped in text lines, line breaks included, and a value
+//! whose formatting panics or fails ends in a placeholder (see [`var`](ContextFields::var)).
+//! A line carries the values of the context current where the event is emitted: a value's
+//! `Drop` that logs runs where the value is dropped, which for a request's values is after
+//! the request's context is left (`Scoped`'s drop), so such lines carry none of them.
 //!
 //! A variable shows its [`Display`](fmt::Display) ([`var`](ContextFields::var)), its
 //! [`Debug`](fmt::Debug) ([`var_debug`](ContextFields::var_debug)) or what a formatting function
@@ -60,6 +63,34 @@
 //! });
 //! ```
 //!
+//! The builder's (or layer's) `.json()` is needed as well as the formatter's: it makes spans'
+//! fields JSON (`JsonFields`), which the JSON formatter reads back (without it,
+//! tracing-subscriber panics on the first span with fields, "malformed fields"). Its other
+//! settings (`.flatten_event(true)`, `.without_time()`, `.with_current_span(false)`) configure
+//! the formatter that `event_format` replaces: set them on the one you pass to
+//! [`wrap`](ContextFields::wrap). As a layer of a registry:
+//!
+//! ```
+//! use contextvars::ContextVar;
+//! use contextvars::tracing::ContextFields;
+//! use tracing_subscriber::prelude::*;
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! let subscriber = tracing_subscriber::registry().with(
+//!     tracing_subscriber::fmt::layer().json().event_format(
+//!         ContextFields::new()
+//!             .var(&REQUEST_ID)
+//!             .wrap(tracing_subscriber::fmt::format().json().flatten_event(true)),
+//!     ),
+//! );
+//! tracing::subscriber::with_default(subscriber, || {
+//!     let _span = tracing::info_span!("handler", user = 7).entered();
+//!     REQUEST_ID.sync_scope("req-1".to_string(), || tracing::info!("handling"));
+//!     // prints: {"request_id":"req-1","timestamp":"…","level":"INFO","message":"handling",…}
+//! });
+//! ```
+//!
 //! Values are written as JSON strings. Give the variables names that do not clash with the
 //! formatter's own keys (`timestamp`, `level`, `fields`, `target`, `span`, `spans`), nor, with
 //! `.flatten_event(true)` (which lifts the event's fields to the top level), with the events'
@@ -67,6 +98,7 @@
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use ::tracing::{Event, Subscriber};
 use ::tracing_subscriber::fmt::format::Writer;
@@ -128,9 +160,10 @@ impl ContextFields {
 
     /// Shows `var`'s [`Display`](fmt::Display) when it has a value (set, or its default).
     ///
-    /// In a text line, the value's control characters are escaped (`\n`, `\x1b`, `\u{9b}`),
-    /// so that a value from a client (a header, a baggage member) can neither start a line of
-    /// its own nor drive the terminal. That is more than tracing-subscriber escapes in its
+    /// In a text line, the value's control characters are escaped (`\n`, `\x1b`, `\u{9b}`, and
+    /// the Unicode line separators and bidirectional controls, `\u{2028}`, `\u{202e}`), so that
+    /// a value from a client (a header, a baggage member) can neither start a line of its own,
+    /// drive the terminal, nor reorder what a viewer shows. That is more than tracing-subscriber escapes in its
     /// messages (the terminal's escape characters, not line breaks), and it is turned off with
     /// them by the subscriber's `with_ansi_sanitization(false)`. The rest
     /// is written as it is, as tracing-subscriber's `%field` is: a value with a space and `=`
@@ -138,6 +171,17 @@ impl ContextFields {
     /// set (the axum example's middleware replaces an id outside `A–Z a–z 0–9 + / = - _ . :`),
     /// or show them with [`var_debug`](ContextFields::var_debug), quoted as `?field` is. JSON
     /// lines are always escaped.
+    ///
+    /// A value whose `Display` panics or returns an error is written up to there, then
+    /// `<panicked>` or `<fmt error>`, and the line goes on (the panic still reaches the panic
+    /// hook). The same holds for [`var_debug`](ContextFields::var_debug),
+    /// [`var_fmt`](ContextFields::var_fmt) and [`local`](ContextFields::local).
+    ///
+    /// # Panics
+    ///
+    /// If a field of the same name is already in the list (two variables of one name, S1, or a
+    /// [`local`](ContextFields::local) attribute named like a variable): the line would have
+    /// the name twice, which strict JSON parsers reject.
     ///
     /// # Examples
     ///
@@ -156,6 +200,10 @@ impl ContextFields {
     }
 
     /// Shows `var`'s [`Debug`](fmt::Debug), for types that are not `Display`.
+    ///
+    /// # Panics
+    ///
+    /// If a field of the same name is already in the list, as [`var`](ContextFields::var).
     ///
     /// # Examples
     ///
@@ -176,6 +224,10 @@ impl ContextFields {
 
     /// Shows what `format` writes for `var`'s value: the shape of [`Display::fmt`](fmt::Display::fmt),
     /// for types that are neither `Display` nor `Debug`, or to show a part of a value.
+    ///
+    /// # Panics
+    ///
+    /// If a field of the same name is already in the list, as [`var`](ContextFields::var).
     ///
     /// # Examples
     ///
@@ -201,6 +253,10 @@ impl ContextFields {
     }
 
     /// Shows attribute `name` of `local`, read as a `T`, when it is set and is a `T`.
+    ///
+    /// # Panics
+    ///
+    /// If a field of the same name is already in the list, as [`var`](ContextFields::var).
     ///
     /// # Examples
     ///
@@ -267,6 +323,12 @@ impl ContextFields {
         + Sync
         + 'static,
     ) -> ContextFields {
+        assert!(
+            self.fields.iter().all(|field| field.name != name),
+            "ContextFields: a field named {name:?} is already in the list: a line would have \
+             the name twice (two variables of one name, or a `local` attribute named like a \
+             variable); give one of them another name"
+        );
         self.fields.push(Field {
             name,
             show: Box::new(show),
@@ -300,9 +362,9 @@ impl ContextFields {
                 out.write_str(name)?;
                 out.write_char('=')?;
                 if sanitize {
-                    write!(TextEscape(&mut *out), "{value}")?;
+                    write_value(&mut TextEscape(&mut *out), value)?;
                 } else {
-                    write!(out, "{value}")?;
+                    write_value(&mut *out, value)?;
                 }
                 out.write_char(' ')
             })?;
@@ -343,7 +405,7 @@ impl ContextFields {
                 out.write_char('"')?;
                 JsonEscape(&mut *out).write_str(name)?;
                 out.write_str("\":\"")?;
-                write!(JsonEscape(&mut *out), "{value}")?;
+                write_value(&mut JsonEscape(&mut *out), value)?;
                 out.write_char('"')
             })?;
         }
@@ -466,22 +528,46 @@ std::thread_local! {
 /// A line buffer with more capacity than this (a line that long) is dropped, not kept.
 const MAX_KEPT_LINE: usize = 16 * 1024;
 
+/// Writes `value` to `out`. A value whose formatting panics or fails ends with a placeholder,
+/// `<panicked>` or `<fmt error>`, and the line goes on: a panic must not leave a half-written
+/// line in the subscriber's buffer, where it would start the thread's next line (another
+/// request's), nor an error drop the whole event. (When `out` itself failed, writing the
+/// placeholder fails too, and the error goes on up.)
+fn write_value(out: &mut dyn fmt::Write, value: &dyn fmt::Display) -> fmt::Result {
+    match catch_unwind(AssertUnwindSafe(|| write!(out, "{value}"))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => out.write_str("<fmt error>"),
+        Err(_) => out.write_str("<panicked>"),
+    }
+}
+
 /// Writes what it is given with every control character escaped, so that a value from a
 /// client can neither drive the terminal the log is read on nor start a line of its own:
 /// `\n`, `\r` and `\t` as such, other C0 controls and DEL as `\x1b`, C1 controls as
-/// `\u{9b}` (the spellings tracing-subscriber uses for the few it escapes in a message).
+/// `\u{9b}` (the spellings tracing-subscriber uses for the few it escapes in a message). The
+/// Unicode line and paragraph separators (which some viewers break lines at) and the
+/// bidirectional controls (which reorder what a viewer shows) are escaped as `\u{2028}`.
 struct TextEscape<'a>(&'a mut dyn fmt::Write);
+
+/// U+2028, U+2029, and the bidirectional marks, embeddings, overrides and isolates.
+fn is_line_or_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
 
 impl fmt::Write for TextEscape<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         // The usual value has none: one pass over its bytes, then a plain write. In UTF-8 a
-        // control character is a byte below 0x20, DEL, or 0xC2 followed by 0x80–0x9F.
-        if !s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+        // control character is a byte below 0x20, DEL, or 0xC2 followed by 0x80–0x9F; the
+        // separators and bidirectional controls start with 0xE2.
+        if !s
+            .bytes()
+            .any(|b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2)
+        {
             return self.0.write_str(s);
         }
         let mut plain = 0;
         for (i, c) in s.char_indices() {
-            if !c.is_control() {
+            if !c.is_control() && !is_line_or_bidi_control(c) {
                 continue;
             }
             self.0.write_str(&s[plain..i])?;

@@ -433,8 +433,9 @@ fn missing_local_attributes_write_nothing() {
 
 /// A value a client could have sent: a line break that would start a forged line, an ANSI
 /// sequence that clears the terminal, a C1 control, a tab and a bell.
-const HOSTILE: &str = "abc\n ERROR auth: admin login ok\u{1b}[2J\u{9b}x\t\u{7}\r";
-const ESCAPED: &str = "abc\\n ERROR auth: admin login ok\\x1b[2J\\u{9b}x\\t\\x07\\r";
+const HOSTILE: &str =
+    "abc\n ERROR auth: admin login ok\u{1b}[2J\u{9b}x\t\u{7}\r\u{2028}fake\u{202e}txt.exe – ok";
+const ESCAPED: &str = "abc\\n ERROR auth: admin login ok\\x1b[2J\\u{9b}x\\t\\x07\\r\\u{2028}fake\\u{202e}txt.exe – ok";
 
 #[test]
 fn control_characters_in_text_values_are_escaped_unless_sanitization_is_off() {
@@ -473,4 +474,69 @@ fn control_characters_in_text_values_are_escaped_unless_sanitization_is_off() {
         text.starts_with(&format!("request_id={HOSTILE} ")),
         "{text:?}"
     );
+}
+
+static BOOM: ContextVar<u32> = ContextVar::new("boom");
+
+/// A field whose formatting panics on 1 and fails on 2.
+fn fragile_fields() -> ContextFields {
+    ContextFields::new()
+        .var(&REQUEST_ID)
+        .var_fmt(&BOOM, |n, f| {
+            f.write_str("part-")?;
+            match n {
+                1 => panic!("a Display that panics"),
+                _ => Err(std::fmt::Error),
+            }
+        })
+}
+
+/// Logs with the fragile field panicking, then failing, then with another request's id.
+fn fragile_events() {
+    REQUEST_ID.set("victim".into());
+    BOOM.sync_scope(1, || tracing::info!("first"));
+    BOOM.sync_scope(2, || tracing::info!("second"));
+    REQUEST_ID.set("next".into());
+    tracing::info!("third");
+}
+
+#[test]
+fn a_value_whose_formatting_panics_or_fails_ends_in_a_placeholder_and_the_line_goes_on() {
+    // Before: the panic left "request_id=victim boom=part-" in tracing-subscriber's buffer, in
+    // front of the thread's next line (another request's), and the error dropped the event.
+    let lines = capture(fragile_fields(), fragile_events);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("request_id=victim boom=part-<panicked> ")
+            && lines[0].ends_with("first"),
+        "{:?}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("request_id=victim boom=part-<fmt error> ")
+            && lines[1].ends_with("second"),
+        "{:?}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("request_id=next ") && !lines[2].contains("victim"),
+        "{:?}",
+        lines[2]
+    );
+
+    let lines = capture_json(fragile_fields(), false, fragile_events);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["boom"], "part-<panicked>");
+    assert_eq!(lines[1]["boom"], "part-<fmt error>");
+    assert_eq!(lines[2]["request_id"], "next");
+    assert_eq!(lines[2]["fields"]["message"], "third");
+}
+
+#[test]
+#[should_panic(expected = "a field named \"request_id\" is already in the list")]
+fn a_field_name_given_twice_is_refused() {
+    static ANOTHER_REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+    let _ = ContextFields::new()
+        .var(&REQUEST_ID)
+        .var(&ANOTHER_REQUEST_ID);
 }
