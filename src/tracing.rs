@@ -64,8 +64,9 @@
 //! ```
 //!
 //! The builder's (or layer's) `.json()` is needed as well as the formatter's: it makes spans'
-//! fields JSON (`JsonFields`), which the JSON formatter reads back (without it,
-//! tracing-subscriber panics on the first span with fields, "malformed fields"). Its other
+//! fields JSON (`JsonFields`), which the JSON formatter reads back: without it, tracing-subscriber
+//! panics ("malformed fields", debug builds) on the first event inside any span, and release
+//! builds add a `field_error` member to such lines. Its other
 //! settings (`.flatten_event(true)`, `.without_time()`, `.with_current_span(false)`) configure
 //! the formatter that `event_format` replaces: set them on the one you pass to
 //! [`wrap`](ContextFields::wrap). As a layer of a registry:
@@ -531,8 +532,9 @@ const MAX_KEPT_LINE: usize = 16 * 1024;
 /// Writes `value` to `out`. A value whose formatting panics or fails ends with a placeholder,
 /// `<panicked>` or `<fmt error>`, and the line goes on: a panic must not leave a half-written
 /// line in the subscriber's buffer, where it would start the thread's next line (another
-/// request's), nor an error drop the whole event. (When `out` itself failed, writing the
-/// placeholder fails too, and the error goes on up.)
+/// request's), nor an error drop the whole event. An error of `out` itself is taken for the
+/// value's: tracing-subscriber's writers over a `String` never fail, and a writer that does
+/// fails the placeholder too (the error then goes on up).
 fn write_value(out: &mut dyn fmt::Write, value: &dyn fmt::Display) -> fmt::Result {
     match catch_unwind(AssertUnwindSafe(|| write!(out, "{value}"))) {
         Ok(Ok(())) => Ok(()),
@@ -549,19 +551,23 @@ fn write_value(out: &mut dyn fmt::Write, value: &dyn fmt::Display) -> fmt::Resul
 /// bidirectional controls (which reorder what a viewer shows) are escaped as `\u{2028}`.
 struct TextEscape<'a>(&'a mut dyn fmt::Write);
 
-/// U+2028, U+2029, and the bidirectional marks, embeddings, overrides and isolates.
+/// U+2028, U+2029, and Unicode's bidirectional controls (`Bidi_Control`: the marks,
+/// embeddings, overrides and isolates).
 fn is_line_or_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 impl fmt::Write for TextEscape<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         // The usual value has none: one pass over its bytes, then a plain write. In UTF-8 a
         // control character is a byte below 0x20, DEL, or 0xC2 followed by 0x80–0x9F; the
-        // separators and bidirectional controls start with 0xE2.
+        // separators and bidirectional controls start with 0xE2, but U+061C (0xD8).
         if !s
             .bytes()
-            .any(|b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2)
+            .any(|b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xd8 || b == 0xe2)
         {
             return self.0.write_str(s);
         }

@@ -433,9 +433,8 @@ fn missing_local_attributes_write_nothing() {
 
 /// A value a client could have sent: a line break that would start a forged line, an ANSI
 /// sequence that clears the terminal, a C1 control, a tab and a bell.
-const HOSTILE: &str =
-    "abc\n ERROR auth: admin login ok\u{1b}[2J\u{9b}x\t\u{7}\r\u{2028}fake\u{202e}txt.exe – ok";
-const ESCAPED: &str = "abc\\n ERROR auth: admin login ok\\x1b[2J\\u{9b}x\\t\\x07\\r\\u{2028}fake\\u{202e}txt.exe – ok";
+const HOSTILE: &str = "abc\n ERROR auth: admin login ok\u{1b}[2J\u{9b}x\t\u{7}\r\u{2028}fake\u{202e}txt.exe – ok\u{61c}";
+const ESCAPED: &str = "abc\\n ERROR auth: admin login ok\\x1b[2J\\u{9b}x\\t\\x07\\r\\u{2028}fake\\u{202e}txt.exe – ok\\u{61c}";
 
 #[test]
 fn control_characters_in_text_values_are_escaped_unless_sanitization_is_off() {
