@@ -140,6 +140,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Across `.await` in a task of its own:
     ///
     /// ```
+    /// # #[cfg(feature = "tokio")] { // `task` needs the `tokio` feature
     /// use contextvars::{ContextVar, task};
     ///
     /// static STAGE: ContextVar<&'static str> = ContextVar::new("stage");
@@ -158,6 +159,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// .unwrap();
     /// assert_eq!(seen, "request");
     /// # });
+    /// # }
     /// ```
     ///
     /// The guard borrows the variable, so it cannot outlive it:

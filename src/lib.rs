@@ -123,6 +123,7 @@
 //! it (S12).
 //!
 //! ```
+//! # #[cfg(feature = "tokio")] { // `task` needs the `tokio` feature
 //! use contextvars::{ContextVar, task};
 //!
 //! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
@@ -140,6 +141,7 @@
 //! assert_eq!(a.await.unwrap().as_deref(), Some("a"));
 //! assert_eq!(b.await.unwrap().as_deref(), Some("b"));
 //! # });
+//! # }
 //! ```
 //!
 //! Which tool when:
@@ -451,6 +453,7 @@
 //! context. The same with Tokio:
 //!
 //! ```
+//! # #[cfg(feature = "tokio")] { // `task` needs the `tokio` feature
 //! use contextvars::{ContextVar, FutureExt, task};
 //!
 //! static USER: ContextVar<String> = ContextVar::new("user");
@@ -485,6 +488,7 @@
 //!
 //! assert_eq!(*USER.value(), "alice"); // no branch wrote into the caller
 //! # });
+//! # }
 //! ```
 //!
 //! Executors and callbacks: Python's `run_in_executor` does *not* copy the context (only
@@ -492,6 +496,7 @@
 //! given `context=` runs in it:
 //!
 //! ```
+//! # #[cfg(feature = "tokio")] { // `task` needs the `tokio` feature
 //! use contextvars::{Context, ContextVar, task};
 //!
 //! static TRACE: ContextVar<&'static str> = ContextVar::new("trace");
@@ -514,12 +519,14 @@
 //! assert_eq!(callback(1), "t-2#1");
 //! assert_eq!(callback(2), "t-2#2");
 //! # });
+//! # }
 //! ```
 //!
 //! asgiref's decorators wrap a function; in Rust, wrap the call. What the other side sets comes
 //! back, as in asgiref:
 //!
 //! ```
+//! # #[cfg(feature = "tokio")] { // `task` needs the `tokio` feature
 //! use contextvars::{ContextVar, Local, task};
 //!
 //! static REQUEST: Local = Local::new();           // asgiref.local.Local()
@@ -550,6 +557,7 @@
 //! });
 //! assert_eq!(user.as_deref(), Some("bob"));
 //! assert_eq!(*USER.value(), "bob");
+//! # }
 //! ```
 //!
 //! What does not carry over: a Python `ContextVar` can be created anywhere and compared by
@@ -560,6 +568,7 @@
 //! # Porting from task_local
 //!
 //! ```
+//! # #[cfg(feature = "tokio")] { // `task` needs the `tokio` feature
 //! use contextvars::{ContextVar, task};
 //!
 //! // tokio::task_local! { static REQUEST_ID: String; }
@@ -584,6 +593,7 @@
 //! // REQUEST_ID.sync_scope(v, f) — the same call
 //! REQUEST_ID.sync_scope("req-2".to_string(), || assert_eq!(*REQUEST_ID.value(), "req-2"));
 //! # });
+//! # }
 //! ```
 //!
 //! Beyond `task_local!`: `set` works anywhere inside a task that has a context of its own
