@@ -41,7 +41,12 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          runtime with `contextvars::runtime::propagate` (needs `RUSTFLAGS=\"--cfg \
          tokio_unstable\"`; it gives each task a context, not each request: a server still \
          needs `ContextLayer`, since the requests of one connection share its task). \
-         If the layer is there, check that one version of contextvars is linked (`cargo tree -d \
-         -i contextvars`). RUST_BACKTRACE=1 shows the call that wrote."
+         If the layer is there, the write may run in work that a library took out of the \
+         request: axum's `WebSocketUpgrade::on_upgrade` callback (a plain `tokio::spawn`ed task) \
+         or a streamed body. Take `let ctx = contextvars::Context::current().fork();` in the \
+         handler and run the callback's future with `.with_context(ctx)` (a stream: \
+         `Scoped::new(ctx, stream)`): `.with_current_context()` inside the callback forks the \
+         worker's empty context, not the request's. Else check that one version of contextvars \
+         is linked (`cargo tree -d -i contextvars`). RUST_BACKTRACE=1 shows the call that wrote."
     )
 }

@@ -611,7 +611,7 @@
 //! | `tokio` (default) | the [`task`] module: `spawn`, `spawn_local`, `spawn_blocking`, `sync_to_async`, `async_to_sync`; and the S21 check, which needs Tokio to tell a task apart | `tokio` (`rt`, `rt-multi-thread`, `sync`) |
 //! | `futures` | `Stream` and `Sink` for [`Scoped`] (each `poll_next` / `poll_*` inside its context) | `futures-core`, `futures-sink` |
 //! | `tracing` | the [`tracing`] module: [`tracing::ContextFields`] for `tracing_subscriber::fmt`, text and JSON; and reports of skipped baggage members | `tracing`, `tracing-subscriber` (`fmt`, `std`, `registry`; enable its `json` feature yourself for JSON lines) |
-//! | `tower` | the [`tower`] module: [`tower::ContextLayer`], a context per request for axum, tonic and hyper; turns on `tokio`, for the S21 check | `tower-layer`, `tower-service`, `http` |
+//! | `tower` | the [`tower`] module: [`tower::ContextLayer`], a context per request for axum, tonic and hyper; turns on `tokio`, for the S21 check | `tower-layer`, `tower-service`, `http`, `http-body` (`Body` for [`Scoped`]) |
 //! | `opentelemetry` | the [`propagation`] module: [`propagation::Baggage`], chosen vars across processes as W3C Baggage; with `tower` also [`tower::PropagateLayer`] and [`tower::ContextLayer::extract`] | `opentelemetry` and `opentelemetry_sdk` 0.33 (its `BaggagePropagator`), `percent-encoding`, `http` |
 //!
 //! With `RUSTFLAGS="--cfg tokio_unstable"` (and the `tokio` feature) the `runtime` module also

@@ -25,7 +25,8 @@ pin_project! {
     /// in `task` wrap every child in one.
     ///
     /// With the `futures` feature, a `Scoped` stream or sink is a `Stream` or `Sink` that enters
-    /// its context the same way.
+    /// its context the same way; with the `tower` feature, a `Scoped` body is an
+    /// `http_body::Body` (a response body polled in the request's context).
     ///
     /// When a `Scoped` is dropped, its inner future is dropped inside its context, and then the
     /// context, with its values, in whatever context is current there: a value whose `Drop`
@@ -353,6 +354,35 @@ impl<S: futures_sink::Sink<Item>, Item> futures_sink::Sink<Item> for Scoped<S> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
         self.enter(|inner| inner.poll_close(cx))
+    }
+}
+
+/// With the `tower` feature a `Scoped` body is an [`http_body::Body`] that polls its frames in
+/// its context, so a response body runs in the request's context after the response future has
+/// finished (see the `tower` module's "Streamed bodies"). Size hint and end of stream are the
+/// inner body's; trailers pass through.
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+impl<B: http_body::Body> http_body::Body for Scoped<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.enter(|inner| inner.poll_frame(cx))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let inner = self.inner();
+        self.context.clone().run(|| inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        // As for `Stream::size_hint`: a copy of the context (O(1)) for the body's own code.
+        let inner = self.inner();
+        self.context.clone().run(|| inner.size_hint())
     }
 }
 

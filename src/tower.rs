@@ -68,10 +68,103 @@
 //! `Scoped<…>: Stream` is not satisfied). A stream fed by a task (`task::spawn` producing into a
 //! channel) needs nothing more: the task has the request's values.
 //!
+//! To cover every body of a service at once — a stream a handler did not wrap, and what the
+//! layers between do as the body is polled, such as tower-http `TraceLayer`'s `on_body_chunk`
+//! and `on_eos` — map each response onto a body that polls in the request's context, right
+//! inside `ContextLayer`. A `Scoped` is an `http_body::Body` with the `tower` feature; it keeps
+//! the body's size hint (so `content-length`) and trailers:
+//!
+//! ```
+//! use axum::body::Body;
+//! use axum::extract::Request;
+//! use axum::middleware::{self, Next};
+//! use axum::response::Response;
+//! use axum::routing::get;
+//! use contextvars::tower::ContextLayer;
+//! use contextvars::{Context, ContextVar, Scoped};
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! async fn scope_body(response: Response) -> Response {
+//!     let context = Context::current(); // the request's, with what the layers below set
+//!     response.map(|body| Body::new(Scoped::new(context, body)))
+//! }
+//!
+//! async fn request_id(request: Request, next: Next) -> Response {
+//!     REQUEST_ID.set("req-1".to_owned());
+//!     next.run(request).await
+//! }
+//!
+//! async fn events() -> Body {
+//!     // Not wrapped: read as the server polls the body.
+//!     Body::from_stream(futures::stream::once(async {
+//!         Ok::<_, std::convert::Infallible>(REQUEST_ID.get_cloned().unwrap_or_default())
+//!     }))
+//! }
+//!
+//! let app = axum::Router::new().route("/", get(events)).layer(
+//!     tower::ServiceBuilder::new()
+//!         .layer(ContextLayer::new())
+//!         .layer(middleware::map_response(scope_body)) // right inside the context layer
+//!         .layer(middleware::from_fn(request_id)),
+//! );
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use tower::ServiceExt;
+//! let response = app.oneshot(Request::new(Body::empty())).await.unwrap();
+//! let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+//! assert_eq!(body, "req-1"); // polled after the response future, in the request's context
+//! # });
+//! ```
+//!
+//! # WebSockets and other upgrades
+//!
+//! axum's `WebSocketUpgrade::on_upgrade` runs its callback in a task of its own, started with a
+//! plain `tokio::spawn` once the response has gone: outside the request's context, like
+//! anything that awaits `hyper::upgrade::on`. There the session reads none of the request's
+//! values (its log lines carry no `request_id`), and a `set` is refused (S21), which kills the
+//! session (the client sees the connection reset without a closing handshake). Wrapping the
+//! callback's future with `.with_current_context()` *inside* the callback silences the panic
+//! but forks the worker's empty context, not the request's. Take the request's context in the
+//! handler and hand it over:
+//!
+//! ```
+//! use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+//! use axum::response::Response;
+//! use contextvars::{Context, ContextVar, FutureExt};
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! async fn ws_handler(ws: WebSocketUpgrade) -> Response {
+//!     let ctx = Context::current().fork(); // the request's values, taken in the handler
+//!     ws.on_upgrade(move |socket| session(socket).with_context(ctx))
+//! }
+//!
+//! async fn session(mut socket: WebSocket) {
+//!     let id = REQUEST_ID.get_cloned(); // the request's id, for the whole session
+//!     while let Some(Ok(_message)) = socket.recv().await {
+//!         // ... log lines here carry `id`
+//!     }
+//!     # drop(id);
+//! }
+//! # let _app: axum::Router = axum::Router::new().route("/ws", axum::routing::get(ws_handler));
+//! ```
+//!
+//! Tasks that the session spawns (a reader and a writer over `socket.split()`, as in axum's
+//! docs) need [`task::spawn`] rather than `tokio::spawn`.
+//!
 //! # Where the layer goes
 //!
 //! Outside every middleware that sets a variable. With tower's `ServiceBuilder`, as above, the
 //! *first* layer is the outer one; with axum's `.layer(a).layer(b)`, `b` is the outer one.
+//!
+//! Put it first, outside tower-http's layers too: a layer outside it runs outside the
+//! request's context, so what it logs carries none of the request's values — `TraceLayer`'s
+//! `on_response` and `on_failure` lines, and what `CatchPanicLayer`'s handler logs. Layers
+//! inside it see what a middleware set once that middleware has run: for
+//! `TraceLayer`'s `on_request` line to carry a request id too, put the middleware that sets it
+//! above `TraceLayer` (after `SetRequestIdLayer`, if that makes the id). `TraceLayer`'s
+//! `on_body_chunk` and `on_eos` run as the server polls the body, outside the request's context
+//! (see [streamed bodies](#streamed-bodies)).
 //!
 //! In axum, prefer one `Router::layer` call for `ContextLayer` and your middleware, as above,
 //! to a call of its own (`.layer(middleware::from_fn(request_id)).layer(ContextLayer::new())`
@@ -115,6 +208,11 @@
 //! server, the context of the connection's task (usually empty), with each variable's
 //! [`Inherit`](crate::Inherit) policy applied. `poll_ready` is not part of any request and is
 //! forwarded to the inner service untouched, outside the request's context.
+//!
+//! So what `main` sets before it serves reaches requests only by accident: on a current-thread
+//! runtime the connection tasks run on `main`'s thread, in its context, and every request sees
+//! the value; on a multi-thread runtime none does. Give process-wide settings a `static` (or
+//! `ContextVar::with_default`), and set per-request values in a middleware.
 //!
 //! # Across services
 //!

@@ -79,6 +79,23 @@ fn assert_s21(message: &str, call: &str) {
 // ---------- refused ----------
 
 #[test]
+fn the_message_says_how_to_carry_a_request_into_a_websocket_upgrade_callback() {
+    // axum's `on_upgrade` runs its callback in a plain `tokio::spawn`ed task, after the
+    // response: the layer is there, one version is linked, and the write is still refused.
+    // The message must say what to do there, and warn that `.with_current_context()` inside
+    // the callback forks the worker's empty context.
+    let message = refused_in_plain_task(async { ID.set(1) });
+    for hint in [
+        "on_upgrade",
+        "Context::current().fork()",
+        ".with_context(ctx)",
+        "forks the worker's empty context",
+    ] {
+        assert!(message.contains(hint), "does not say {hint:?}: {message}");
+    }
+}
+
+#[test]
 fn set_in_a_plain_spawned_task_panics_naming_set_and_the_fixes() {
     assert_s21(
         &refused_in_plain_task(async { ID.set(1) }),

@@ -801,3 +801,175 @@ fn a_streamed_body_sees_the_request_only_when_wrapped() {
     });
     assert_eq!(bodies, ["wrapped", "none"]);
 }
+
+#[test]
+fn a_scoped_body_polls_in_its_context_and_keeps_size_hint_and_trailers() {
+    use futures::StreamExt;
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    // Frames read the variable as they are polled; the last frame is trailers.
+    let frames = futures::stream::iter(0..2).map(|n| {
+        let frame = match n {
+            0 => http_body::Frame::data(axum::body::Bytes::from(
+                REQUEST_ID.get_cloned().unwrap_or_default(),
+            )),
+            _ => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("x-done", http::HeaderValue::from_static("yes"));
+                http_body::Frame::trailers(trailers)
+            }
+        };
+        Ok::<_, Infallible>(frame)
+    });
+    let ctx = Context::new().with_value(&REQUEST_ID, "req-1".to_owned());
+    let body = Scoped::new(ctx.clone(), http_body_util::StreamBody::new(frames));
+    let collected = current_thread().block_on(BodyExt::collect(body)).unwrap();
+    assert_eq!(collected.trailers().unwrap()["x-done"], "yes");
+    assert_eq!(collected.to_bytes(), "req-1");
+    assert!(REQUEST_ID.get().is_none()); // nothing leaked to the caller
+
+    let full = Scoped::new(
+        ctx,
+        http_body_util::Full::new(axum::body::Bytes::from_static(b"abc")),
+    );
+    assert_eq!(full.size_hint().exact(), Some(3));
+    assert!(!full.is_end_stream());
+}
+
+#[test]
+fn mapping_every_response_onto_a_scoped_body_covers_unwrapped_streams() {
+    // The "Streamed bodies" recipe: one `map_response` right inside `ContextLayer` instead of
+    // a `Scoped` in every handler; the size hint (content-length) of a plain body survives.
+    async fn scope_body(response: Response) -> Response {
+        let context = Context::current();
+        response.map(|body| axum::body::Body::new(Scoped::new(context, body)))
+    }
+    async fn set_id(request: Request, next: Next) -> Response {
+        REQUEST_ID.set(request.uri().path().trim_start_matches('/').to_owned());
+        next.run(request).await
+    }
+    async fn streamed() -> axum::body::Body {
+        axum::body::Body::from_stream(futures::stream::once(async {
+            Ok::<_, Infallible>(REQUEST_ID.get_cloned().unwrap_or("none".to_owned()))
+        }))
+    }
+    let app = Router::new()
+        .route("/stream", get(streamed))
+        .route("/plain", get(|| async { "plain" }))
+        .layer(
+            ServiceBuilder::new()
+                .layer(ContextLayer::new())
+                .layer(middleware::map_response(scope_body))
+                .layer(middleware::from_fn(set_id)),
+        );
+    let (bodies, hints) = current_thread().block_on(async {
+        let (mut bodies, mut hints) = (Vec::new(), Vec::new());
+        for path in ["/stream", "/plain"] {
+            let request = Request::builder().uri(path).body(axum::body::Body::empty());
+            let response = app.clone().oneshot(request.unwrap()).await.unwrap();
+            hints.push(http_body::Body::size_hint(response.body()).exact());
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            bodies.push(String::from_utf8(body.to_vec()).unwrap());
+        }
+        (bodies, hints)
+    });
+    assert_eq!(bodies, ["stream", "plain"]);
+    assert_eq!(hints, [None, Some(5)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSockets: axum runs the `on_upgrade` callback in a plain `tokio::spawn`ed task.
+
+/// Answers each message with the ids the session reads: its own, then a `task::spawn` child's.
+async fn ws_session(mut socket: axum::extract::ws::WebSocket) {
+    use axum::extract::ws::Message;
+    while let Some(Ok(Message::Text(_))) = socket.recv().await {
+        let child = task::spawn(async { REQUEST_ID.get() });
+        let seen = [REQUEST_ID.get(), child.await.unwrap()]
+            .map(|id| id.map_or("<unset>".to_owned(), |id| (*id).clone()))
+            .join(",");
+        if socket.send(Message::Text(seen.into())).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_websocket_session_keeps_the_requests_values_only_when_handed_its_context() {
+    use axum::extract::ws::WebSocketUpgrade;
+    use contextvars::FutureExt;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    const SESSIONS: usize = 100;
+    const MESSAGES: usize = 3;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let app = Router::new()
+            // The documented way: the request's context, taken in the handler.
+            .route(
+                "/handed",
+                get(|ws: WebSocketUpgrade| async move {
+                    let ctx = Context::current().fork();
+                    ws.on_upgrade(move |socket| ws_session(socket).with_context(ctx))
+                }),
+            )
+            // What users write first.
+            .route(
+                "/plain",
+                get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(ws_session) }),
+            )
+            .layer(middleware::from_fn(set_request_id))
+            .layer(ContextLayer::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut sessions = tokio::task::JoinSet::new();
+        for i in 0..SESSIONS {
+            sessions.spawn(async move {
+                let id = format!("ws-{i:03}");
+                let path = if i % 2 == 0 { "handed" } else { "plain" };
+                let mut request = format!("ws://{address}/{path}")
+                    .into_client_request()
+                    .unwrap();
+                request
+                    .headers_mut()
+                    .insert(HEADER, HeaderValue::from_str(&id).unwrap());
+                let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+                let mut replies = Vec::new();
+                for _ in 0..MESSAGES {
+                    socket.send(Message::text("which request?")).await.unwrap();
+                    let reply = socket.next().await.unwrap().unwrap();
+                    replies.push(reply.into_text().unwrap().to_string());
+                }
+                (path, id, replies)
+            });
+        }
+        let (mut handed, mut plain) = (0, 0);
+        while let Some(done) = sessions.join_next().await {
+            let (path, id, replies) = done.expect("session task");
+            let expected = match path {
+                "handed" => format!("{id},{id}"),
+                _ => "<unset>,<unset>".to_owned(), // the request's values are not there
+            };
+            for reply in replies {
+                assert_eq!(reply, expected, "{path} session of {id}");
+                *(if path == "handed" {
+                    &mut handed
+                } else {
+                    &mut plain
+                }) += 1;
+            }
+        }
+        server.abort();
+        assert_eq!(
+            (handed, plain),
+            (SESSIONS / 2 * MESSAGES, SESSIONS / 2 * MESSAGES)
+        );
+    })
+    .await
+    .expect("the test finishes within its time limit");
+}
