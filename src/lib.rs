@@ -612,7 +612,7 @@
 //! | `futures` | `Stream` and `Sink` for [`Scoped`] (each `poll_next` / `poll_*` inside its context) | `futures-core`, `futures-sink` |
 //! | `tracing` | the [`tracing`] module: [`tracing::ContextFields`] for `tracing_subscriber::fmt`, text and JSON; and reports of skipped baggage members | `tracing`, `tracing-subscriber` (`fmt`, `std`, `registry`; enable its `json` feature yourself for JSON lines) |
 //! | `tower` | the [`tower`] module: [`tower::ContextLayer`], a context per request for axum, tonic and hyper; turns on `tokio`, for the S21 check | `tower-layer`, `tower-service`, `http`, `http-body` (`Body` for [`Scoped`]) |
-//! | `opentelemetry` | the [`propagation`] module: [`propagation::Baggage`], chosen vars across processes as W3C Baggage; with `tower` also [`tower::PropagateLayer`] and [`tower::ContextLayer::extract`] | `opentelemetry` and `opentelemetry_sdk` 0.33 (its `BaggagePropagator`), `percent-encoding`, `http` |
+//! | `opentelemetry` | the [`propagation`] module: [`propagation::Baggage`], chosen vars across processes as W3C Baggage; [`propagation::Baggage::propagator`] for opentelemetry's composite propagator; with `tower` also [`tower::PropagateLayer`] and [`tower::ContextLayer::extract`] | `opentelemetry` and `opentelemetry_sdk` 0.33 (its `BaggagePropagator`), `percent-encoding`, `http` |
 //!
 //! With `RUSTFLAGS="--cfg tokio_unstable"` (and the `tokio` feature) the `runtime` module also
 //! exists: [`runtime::propagate`] gives every task of a runtime a context of its own through
@@ -851,7 +851,8 @@
 )]
 #![cfg_attr(
     not(feature = "opentelemetry"),
-    doc = "[`propagation`]: #cargo-features\n[`propagation::Baggage`]: #cargo-features"
+    doc = "[`propagation`]: #cargo-features\n[`propagation::Baggage`]: #cargo-features\n\
+           [`propagation::Baggage::propagator`]: #cargo-features"
 )]
 #![cfg_attr(
     not(all(feature = "tower", feature = "opentelemetry")),

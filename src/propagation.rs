@@ -59,7 +59,11 @@
 //! still read. When the `tracing` feature is on, a variable of ours whose member is in the
 //! header but was not read is reported once, as a `WARN` event with target
 //! `contextvars::propagation`, with the key and never the value: malformed, past the first
-//! [`MAX_MEMBERS`], or not parsed by `FromStr`. When a key comes twice, opentelemetry keeps
+//! [`MAX_MEMBERS`], or not parsed by `FromStr`. With [`tower::ContextLayer::extract`] the event
+//! is emitted in the layer's `call`, before the request's context exists and outside the spans
+//! of the layers inside it: the line carries no variable of the request (not even those the
+//! header did carry) and no span of a layer inside `ContextLayer`. When a key comes twice,
+//! opentelemetry keeps
 //! the last well-formed member, without a report. Members under other keys are not read, so
 //! a bad one is skipped without a report.
 //! Nothing here panics on any input, and a value is either the one the sender encoded or
@@ -75,8 +79,30 @@
 //! skipped rather than read cut. Our own values never contain one: `=` is percent-encoded.
 //!
 //! The only pre-pass this module makes over the raw header is that check of bytes and escapes
-//! (a member that fails it is blanked, so opentelemetry skips it like any empty member); the
+//! (a member that fails it is left out, so opentelemetry never sees it); the
 //! members, keys, values and properties are read by `BaggagePropagator`.
+//!
+//! # Next to OpenTelemetry's propagators
+//!
+//! A service that already injects with opentelemetry's global propagator (a
+//! `TextMapCompositePropagator` with `BaggagePropagator`) writes `baggage` twice, and
+//! opentelemetry-http's `HeaderInjector` *replaces* the header. So the one that writes last
+//! wins: [`inject_headers`](Baggage::inject_headers) and [`tower::PropagateLayer`] merge
+//! (they keep the members already there), but an OpenTelemetry injection *after* them drops
+//! every member of ours, silently, whenever the OpenTelemetry `Baggage` is not empty. In a
+//! `ServiceBuilder`, the first layer runs first: a `PropagateLayer` listed before a layer that
+//! injects with the global propagator loses. reqwest's `RequestBuilder::headers` replaces a
+//! header given earlier too, so give both injections one `HeaderMap`. Simplest: put
+//! [`Baggage::propagator`] in the composite in place of `BaggagePropagator`; one injection
+//! then writes both, in any order.
+//!
+//! What travels on a hop differs: opentelemetry forwards every member it read (foreign keys
+//! and properties included), this module writes only its own variables, and a member of ours
+//! goes out as its current value, without the properties it arrived with. On the receiving
+//! side, opentelemetry's `Baggage` holds our members too (decoded), but it is not kept in step
+//! with the variables: a later `set` changes the variable only. Opentelemetry writes a `%` in a
+//! value unescaped, so a value with `%` that it forwards or that was set through its API
+//! (`tenant=50%`) is skipped here as a bad escape.
 //!
 //! # Limits
 //!
@@ -120,7 +146,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::baggage::{Baggage as OtelBaggage, BaggageExt as _};
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::propagation::text_map_propagator::FieldIter;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::BaggagePropagator;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 
@@ -430,42 +457,11 @@ impl Baggage {
         if self.entries.is_empty() {
             return;
         }
-        let context = Context::current();
-        let ours = self.encode_ours(&context);
-        let mut budget = Budget::after(&ours);
-
-        let mut kept: Vec<u8> = Vec::new();
-        let mut dropped = 0usize;
-        for line in headers.get_all(&HEADER_NAME) {
-            for member in line.as_bytes().split(|&b| b == b',') {
-                let member = member.trim_ascii();
-                if member.is_empty() || self.is_ours(member) {
-                    continue;
-                }
-                if !budget.take(member.len()) {
-                    dropped += 1;
-                    continue;
-                }
-                if !kept.is_empty() {
-                    kept.push(b',');
-                }
-                kept.extend_from_slice(member);
-            }
-        }
-        if dropped > 0 {
-            report!(
-                dropped,
-                "baggage: members of the outgoing header left out to stay within the limits"
-            );
-        }
-
-        let ours = render(ours, &self.ranks);
-        if !ours.is_empty() {
-            if !kept.is_empty() {
-                kept.push(b',');
-            }
-            kept.extend_from_slice(ours.as_bytes());
-        }
+        let members = headers
+            .get_all(&HEADER_NAME)
+            .into_iter()
+            .flat_map(|line| line.as_bytes().split(|&b| b == b','));
+        let (kept, ours) = self.merged_header(members);
         headers.remove(&HEADER_NAME);
         if kept.is_empty() {
             return;
@@ -574,6 +570,66 @@ impl Baggage {
         }
     }
 
+    /// This `Baggage` as an opentelemetry `TextMapPropagator`, to use *in place of*
+    /// opentelemetry_sdk's `BaggagePropagator` in the global composite propagator: one
+    /// `baggage` header that carries both the OpenTelemetry `Baggage` of the context being
+    /// injected and the chosen variables bound in this crate's current context.
+    ///
+    /// With `BaggagePropagator` and [`PropagateLayer`] (or [`inject_headers`]) side by side, the
+    /// one that writes last decides: opentelemetry's `HeaderInjector` *replaces* the header,
+    /// so an OpenTelemetry injection after ours drops our members, and reqwest's
+    /// `RequestBuilder::headers` replaces a `baggage` header given earlier. This propagator
+    /// writes the merged header in one `set`, so any client instrumentation that injects
+    /// through the global propagator carries the chosen variables, in any layer order.
+    ///
+    /// On the way out: the OpenTelemetry members come first, as `BaggagePropagator` writes
+    /// them, then ours; an OpenTelemetry member under one of our keys is left out (ours is the
+    /// current value, or the variable is not bound here, as in [`inject_headers`]). Ours have
+    /// the first claim on the [limits](self#limits). On the way in it is `BaggagePropagator`:
+    /// the OpenTelemetry `Baggage` of the extracted context is what opentelemetry reads; this
+    /// crate's variables are read by [`tower::ContextLayer::extract`] or
+    /// [`extract_headers`](Baggage::extract_headers), as before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use contextvars::ContextVar;
+    /// use contextvars::propagation::Baggage;
+    /// use opentelemetry::KeyValue;
+    /// use opentelemetry::baggage::BaggageExt as _;
+    /// use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator as _};
+    ///
+    /// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+    /// let baggage = Baggage::new().var(&TENANT);
+    ///
+    /// // What a service installs with `opentelemetry::global::set_text_map_propagator`.
+    /// let propagator = TextMapCompositePropagator::new(vec![
+    ///     Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
+    ///     Box::new(baggage.propagator()),
+    /// ]);
+    /// let otel = opentelemetry::Context::new().with_baggage([KeyValue::new("plan", "gold")]);
+    /// let mut carrier = std::collections::HashMap::new();
+    /// TENANT.sync_scope("acme".into(), || propagator.inject_context(&otel, &mut carrier));
+    /// assert_eq!(carrier["baggage"], "plan=gold,tenant=acme");
+    /// ```
+    #[cfg_attr(
+        feature = "tower",
+        doc = "[`tower::ContextLayer::extract`]: crate::tower::ContextLayer::extract\n\
+               [`PropagateLayer`]: crate::tower::PropagateLayer"
+    )]
+    #[cfg_attr(
+        not(feature = "tower"),
+        doc = "[`tower::ContextLayer::extract`]: crate#cargo-features\n\
+               [`PropagateLayer`]: crate#cargo-features"
+    )]
+    /// [`inject_headers`]: Baggage::inject_headers
+    pub fn propagator(&self) -> BaggageTextMapPropagator {
+        BaggageTextMapPropagator {
+            baggage: self.clone(),
+            fields: [HEADER.to_owned()],
+        }
+    }
+
     // ----- crate-internal ---------------------------------------------------------------------
 
     /// [`extract_headers`](Baggage::extract_headers) on top of `base`: what
@@ -607,7 +663,7 @@ impl Baggage {
             );
             return base;
         }
-        let header = blank_bad_members(raw);
+        let header = without_bad_members(raw);
         let found = BaggagePropagator::new()
             .extract_with_context(&opentelemetry::Context::new(), &OneField(&header));
         let found = found.baggage();
@@ -653,8 +709,99 @@ impl Baggage {
     /// [`member_key`]). Read from the raw bytes rather than by asking opentelemetry to parse
     /// the member, which drops a member whose value does not decode (`tenant=%FF`): such a
     /// member of ours is stale all the same, and must not travel next to the fresh one.
+    /// The `baggage` header to send: `members` (someone else's, encoded) without those under
+    /// our keys, within the limits our members leave (S26), then our members as bound in the
+    /// current context. Also returns our members alone, rendered.
+    fn merged_header<'a>(&self, members: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, String) {
+        let ours = self.encode_ours(&Context::current());
+        let mut budget = Budget::after(&ours);
+        let mut kept: Vec<u8> = Vec::new();
+        let mut dropped = 0usize;
+        for member in members {
+            let member = member.trim_ascii();
+            if member.is_empty() || self.is_ours(member) {
+                continue;
+            }
+            if !budget.take(member.len()) {
+                dropped += 1;
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push(b',');
+            }
+            kept.extend_from_slice(member);
+        }
+        if dropped > 0 {
+            report!(
+                dropped,
+                "baggage: members of the outgoing header left out to stay within the limits"
+            );
+        }
+        let ours = render(ours, &self.ranks);
+        if !ours.is_empty() {
+            if !kept.is_empty() {
+                kept.push(b',');
+            }
+            kept.extend_from_slice(ours.as_bytes());
+        }
+        (kept, ours)
+    }
+
     fn is_ours(&self, member: &[u8]) -> bool {
         member_key(member).is_some_and(|key| self.entries.iter().any(|e| e.key == key))
+    }
+}
+
+/// [`Baggage::propagator`]: opentelemetry's `BaggagePropagator` with this crate's chosen
+/// variables merged into the header it writes.
+///
+/// # Examples
+///
+/// ```
+/// use contextvars::ContextVar;
+/// use contextvars::propagation::Baggage;
+/// use opentelemetry::propagation::TextMapPropagator as _;
+///
+/// static TENANT: ContextVar<String> = ContextVar::new("tenant");
+/// let propagator = Baggage::new().var(&TENANT).propagator();
+/// assert_eq!(propagator.fields().collect::<Vec<_>>(), ["baggage"]);
+///
+/// TENANT.set("acme".to_string());
+/// let mut carrier = std::collections::HashMap::new();
+/// propagator.inject_context(&opentelemetry::Context::new(), &mut carrier);
+/// assert_eq!(carrier["baggage"], "tenant=acme");
+/// ```
+#[derive(Debug)]
+pub struct BaggageTextMapPropagator {
+    baggage: Baggage,
+    fields: [String; 1],
+}
+
+impl TextMapPropagator for BaggageTextMapPropagator {
+    fn inject_context(&self, cx: &opentelemetry::Context, injector: &mut dyn Injector) {
+        let mut theirs = OneField(Cow::Borrowed(""));
+        if !cx.baggage().is_empty() {
+            BaggagePropagator::new().inject_context(cx, &mut theirs);
+        }
+        let (header, _) = self
+            .baggage
+            .merged_header(theirs.0.as_bytes().split(|&b| b == b','));
+        if !header.is_empty() {
+            // Every byte comes from opentelemetry's output, split at ASCII commas.
+            injector.set(HEADER, String::from_utf8_lossy(&header).into_owned());
+        }
+    }
+
+    fn extract_with_context(
+        &self,
+        cx: &opentelemetry::Context,
+        extractor: &dyn Extractor,
+    ) -> opentelemetry::Context {
+        BaggagePropagator::new().extract_with_context(cx, extractor)
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        FieldIter::new(&self.fields)
     }
 }
 
@@ -813,25 +960,29 @@ impl Injector for OneField<Cow<'_, str>> {
     }
 }
 
-/// The raw header as text for opentelemetry, with every member that it would misread made
-/// empty (so it skips it, as it skips any empty member, and the member count is unchanged).
+/// The raw header as text for opentelemetry, without the members that it would misread (and,
+/// when there are such members, cut to the first [`MAX_MEMBERS`], which opentelemetry reads).
 ///
 /// A member is misread when it has a byte that is not visible ASCII, space or tab (invalid
 /// UTF-8 included: opentelemetry only takes `&str`), a `%` in its key or value not followed by
 /// two hex digits (opentelemetry leaves those undecoded, so `%zz` would arrive as a garbled
 /// value), or a second `=` before its properties (opentelemetry keeps only the text up to it).
-fn blank_bad_members(raw: &[u8]) -> Cow<'_, str> {
+fn without_bad_members(raw: &[u8]) -> Cow<'_, str> {
     let bad = raw.split(|&b| b == b',').filter(|m| !is_clean(m)).count();
     if bad == 0 {
         // Clean members are ASCII, so this never fails.
         return std::str::from_utf8(raw).map_or(Cow::Borrowed(""), Cow::Borrowed);
     }
+    // The bad members are left out rather than blanked: opentelemetry_sdk (with its default
+    // `internal-logs` feature) warns about every empty member, quoting the whole header, so a
+    // blank would make it report a header the sender never sent, values included. Only the
+    // first `MAX_MEMBERS` members are passed, so the ones opentelemetry reads are the same.
     let mut out = String::with_capacity(raw.len());
-    for (i, member) in raw.split(|&b| b == b',').enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    for member in raw.split(|&b| b == b',').take(MAX_MEMBERS) {
         if is_clean(member) {
+            if !out.is_empty() {
+                out.push(',');
+            }
             out.extend(member.iter().map(|&b| char::from(b)));
         }
     }

@@ -44,6 +44,14 @@ use crate::scoped::Scoped;
 /// Spawns `fut` on the current Tokio runtime in a fork of the caller's context:
 /// `asyncio.create_task`.
 ///
+/// Only this crate's context is forked. `tracing`'s current span is not carried (Tokio never
+/// carries it), and so neither is the OpenTelemetry context that `tracing-opentelemetry`
+/// derives from it: an outgoing call made in the child sends this crate's baggage members but
+/// no `traceparent` and none of the OpenTelemetry `Baggage`, so the callee starts a new trace.
+/// Carry the span too: `task::spawn(fut.in_current_span())` (`tracing::Instrument`), and
+/// `opentelemetry::context::FutureExt::with_current_context(fut)` if the child reads
+/// `opentelemetry::Context::current()`.
+///
 /// # Panics
 ///
 /// Panics if called outside a Tokio runtime, like [`tokio::spawn`]. Propagates a panic of an

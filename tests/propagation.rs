@@ -328,7 +328,7 @@ fn only_the_first_64_members_are_read() {
         Some("acme")
     );
     assert_eq!(tenant_in(&members(MAX_MEMBERS)), None);
-    // A blanked (malformed) member still counts: the cut is where opentelemetry makes it.
+    // A malformed member, left out, still counts: the cut is where opentelemetry makes it.
     let mut list: Vec<String> = (0..MAX_MEMBERS - 1).map(|i| format!("m{i}=v")).collect();
     list[0] = "bad=%zz".into();
     list.push("tenant=acme".into());
@@ -805,7 +805,7 @@ fn every_skipped_or_left_out_member_is_reported_and_the_rest_still_travels() {
     assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"));
 
     // Malformed members of ours: one event each, with the key, in the order they were named.
-    // Those this module blanks (a bad escape, a raw `=`) and those opentelemetry drops (no `=`,
+    // Those this module leaves out (a bad escape, a raw `=`) and those opentelemetry drops (no `=`,
     // an escape that is not UTF-8) alike; a bad member under another key is not reported.
     const MALFORMED: &str = "baggage: member skipped: malformed (no `=`, a raw `=` in its value, \
                              a bad percent-escape or one that is not UTF-8, or a byte that is \
@@ -879,4 +879,143 @@ fn every_skipped_or_left_out_member_is_reported_and_the_rest_still_travels() {
 
     // A clean header reports nothing.
     assert!(warnings(|| drop(baggage().extract_headers(&headers("tenant=acme")))).is_empty());
+}
+
+/// opentelemetry-http's `HeaderInjector`: `set` *replaces* the header.
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(
+            http::HeaderName::from_bytes(key.as_bytes()).unwrap(),
+            HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+}
+
+/// A service with a global composite propagator (trace context + baggage) puts
+/// `Baggage::propagator()` in place of `BaggagePropagator`: one injection writes the
+/// OpenTelemetry members and ours, in one header, whatever the order of the propagators.
+#[test]
+fn propagator_writes_otel_baggage_and_ours_in_one_header() {
+    use opentelemetry::KeyValue;
+    use opentelemetry::baggage::KeyValueMetadata;
+    use opentelemetry::propagation::TextMapCompositePropagator;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    let otel = opentelemetry::Context::new().with_baggage([
+        KeyValueMetadata::new("plan", "gold", "ttl=30"),
+        KeyValueMetadata::from(KeyValue::new("tenant", "stale")),
+    ]);
+    for ours_first in [false, true] {
+        let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(baggage().propagator()),
+        ];
+        if ours_first {
+            propagators.reverse();
+        }
+        let composite = TextMapCompositePropagator::new(propagators);
+        let mut headers = HeaderMap::new();
+        TENANT.sync_scope("50%, inc.".to_owned(), || {
+            composite.inject_context(&otel, &mut HeaderInjector(&mut headers));
+        });
+        assert_eq!(headers.get_all("baggage").iter().count(), 1);
+        assert_eq!(
+            headers["baggage"],
+            "plan=gold;ttl=30,tenant=50%25%2C%20inc."
+        );
+        // The receiver: this crate reads its variable, opentelemetry its Baggage.
+        assert_eq!(tenant_in(&headers).as_deref(), Some("50%, inc."));
+        let extracted = composite.extract(&HeaderExtractorForTest(&headers));
+        let otel_seen = extracted.baggage();
+        assert_eq!(otel_seen.get("plan").map(|v| v.as_str()), Some("gold"));
+        assert_eq!(
+            otel_seen.get_with_metadata("plan").map(|(_, m)| m.as_str()),
+            Some("ttl=30")
+        );
+        assert_eq!(
+            otel_seen.get("tenant").map(|v| v.as_str()),
+            Some("50%, inc.")
+        );
+    }
+
+    // Not bound here: an OpenTelemetry member under our key is not sent (as `inject_headers`).
+    let mut headers = HeaderMap::new();
+    baggage()
+        .propagator()
+        .inject_context(&otel, &mut HeaderInjector(&mut headers));
+    assert_eq!(headers["baggage"], "plan=gold;ttl=30");
+    // Nothing at all: no header.
+    let mut headers = HeaderMap::new();
+    baggage().propagator().inject_context(
+        &opentelemetry::Context::new(),
+        &mut HeaderInjector(&mut headers),
+    );
+    assert!(headers.get("baggage").is_none());
+}
+
+struct HeaderExtractorForTest<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractorForTest<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The log lines written while `f` runs, through a `fmt` subscriber.
+#[cfg(feature = "tracing")]
+fn log_lines(f: impl FnOnce()) -> String {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer(Arc::new(Mutex::new(Vec::new())));
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buffer.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// A bad member of ours is skipped without making opentelemetry_sdk (whose `internal-logs`
+/// feature is on by default) warn about an empty member of a header nobody sent, with the
+/// other members' values in the line.
+#[cfg(feature = "tracing")]
+#[test]
+fn a_bad_member_makes_no_opentelemetry_warning_about_a_header_nobody_sent() {
+    let headers = headers("tenant=50%,request_id=secret-7");
+    let mut context = None;
+    let lines = log_lines(|| context = Some(baggage().extract_headers(&headers)));
+    let context = context.unwrap();
+    assert_eq!(seen(&context, &TENANT), None);
+    assert_eq!(seen(&context, &REQUEST_ID).as_deref(), Some("secret-7"));
+    assert!(!lines.contains("opentelemetry_sdk"), "{lines}");
+    assert!(!lines.contains("secret-7"), "{lines}");
+    assert!(
+        lines.contains("contextvars::propagation") && lines.contains("tenant"),
+        "{lines}"
+    );
+
+    // Past the limit, as before: only the first MAX_MEMBERS members are read.
+    let mut raw: Vec<String> = vec!["tenant=%zz".into()];
+    raw.extend((1..MAX_MEMBERS).map(|i| format!("k{i}=v")));
+    raw.push("request_id=late".into());
+    let context = baggage().extract_headers(&headers_from_bytes(raw.join(",").as_bytes()));
+    assert_eq!(seen(&context, &REQUEST_ID), None);
 }
