@@ -101,8 +101,10 @@
 //! goes out as its current value, without the properties it arrived with. On the receiving
 //! side, opentelemetry's `Baggage` holds our members too (decoded), but it is not kept in step
 //! with the variables: a later `set` changes the variable only. Opentelemetry writes a `%` in a
-//! value unescaped, so a value with `%` that it forwards or that was set through its API
-//! (`tenant=50%`) is skipped here as a bad escape.
+//! value as it is, so a value with `%` that it forwards or that was set through its API is
+//! skipped here as a bad escape when no two hex digits follow (`50%`), and decoded when they
+//! do (`5%41` arrives as `5A`). It writes properties as it decoded them: [`Baggage::propagator`]
+//! leaves out a member whose properties hold a comma or a control character (reported).
 //!
 //! # Limits
 //!
@@ -582,10 +584,12 @@ impl Baggage {
     /// writes the merged header in one `set`, so any client instrumentation that injects
     /// through the global propagator carries the chosen variables, in any layer order.
     ///
-    /// On the way out: the OpenTelemetry members come first, as `BaggagePropagator` writes
-    /// them, then ours; an OpenTelemetry member under one of our keys is left out (ours is the
-    /// current value, or the variable is not bound here, as in [`inject_headers`]). Ours have
-    /// the first claim on the [limits](self#limits). On the way in it is `BaggagePropagator`:
+    /// On the way out: the OpenTelemetry members come first, each as `BaggagePropagator`
+    /// writes it, in the order of their keys, then ours; an OpenTelemetry member under one of
+    /// our keys is left out (ours is the current value, or the variable is not bound here, as
+    /// in [`inject_headers`]), and so is one whose properties hold a comma or a control
+    /// character (opentelemetry writes properties as it decoded them; reported). Ours have the
+    /// first claim on the [limits](self#limits). On the way in it is `BaggagePropagator`:
     /// the OpenTelemetry `Baggage` of the extracted context is what opentelemetry reads; this
     /// crate's variables are read by [`tower::ContextLayer::extract`] or
     /// [`extract_headers`](Baggage::extract_headers), as before.
@@ -664,8 +668,12 @@ impl Baggage {
             return base;
         }
         let header = without_bad_members(raw);
-        let found = BaggagePropagator::new()
-            .extract_with_context(&opentelemetry::Context::new(), &OneField(&header));
+        let found = if header.is_empty() {
+            opentelemetry::Context::new() // nothing to read: opentelemetry would warn of ""
+        } else {
+            BaggagePropagator::new()
+                .extract_with_context(&opentelemetry::Context::new(), &OneField(&header))
+        };
         let found = found.baggage();
         let mut context = base;
         for entry in self.entries.iter() {
@@ -705,12 +713,8 @@ impl Baggage {
         ours
     }
 
-    /// Whether a raw member of an outgoing header is under one of our keys (see
-    /// [`member_key`]). Read from the raw bytes rather than by asking opentelemetry to parse
-    /// the member, which drops a member whose value does not decode (`tenant=%FF`): such a
-    /// member of ours is stale all the same, and must not travel next to the fresh one.
     /// The `baggage` header to send: `members` (someone else's, encoded) without those under
-    /// our keys, within the limits our members leave (S26), then our members as bound in the
+    /// our keys, within the limits our members leave (S25), then our members as bound in the
     /// current context. Also returns our members alone, rendered.
     fn merged_header<'a>(&self, members: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, String) {
         let ours = self.encode_ours(&Context::current());
@@ -747,6 +751,10 @@ impl Baggage {
         (kept, ours)
     }
 
+    /// Whether a raw member of an outgoing header is under one of our keys (see
+    /// [`member_key`]). Read from the raw bytes rather than by asking opentelemetry to parse
+    /// the member, which drops a member whose value does not decode (`tenant=%FF`): such a
+    /// member of ours is stale all the same, and must not travel next to the fresh one.
     fn is_ours(&self, member: &[u8]) -> bool {
         member_key(member).is_some_and(|key| self.entries.iter().any(|e| e.key == key))
     }
@@ -771,7 +779,7 @@ impl Baggage {
 /// propagator.inject_context(&opentelemetry::Context::new(), &mut carrier);
 /// assert_eq!(carrier["baggage"], "tenant=acme");
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct BaggageTextMapPropagator {
     baggage: Baggage,
     fields: [String; 1],
@@ -779,16 +787,47 @@ pub struct BaggageTextMapPropagator {
 
 impl TextMapPropagator for BaggageTextMapPropagator {
     fn inject_context(&self, cx: &opentelemetry::Context, injector: &mut dyn Injector) {
-        let mut theirs = OneField(Cow::Borrowed(""));
-        if !cx.baggage().is_empty() {
-            BaggagePropagator::new().inject_context(cx, &mut theirs);
+        // Each opentelemetry member is written on its own, so that its bounds are known:
+        // opentelemetry writes properties as they are, and one it decoded from an incoming
+        // `%2C` or `%0A` holds a raw `,` (read as two members downstream) or a control
+        // character (a header value no HTTP client sends, so the whole header, ours included,
+        // would be lost). Such a member is left out. Sorted by key: opentelemetry's `Baggage`
+        // iterates in an order that changes from call to call.
+        let mut theirs: Vec<(&str, String)> = Vec::new();
+        let mut unfit = 0usize;
+        for (key, entry) in cx.baggage().iter() {
+            if self.baggage.entries.iter().any(|e| e.key == key.as_str()) {
+                continue; // ours: the current value goes out, or none
+            }
+            let one: OtelBaggage = std::iter::once((key.clone(), entry.clone())).collect();
+            let mut field = OneField(Cow::Borrowed(""));
+            BaggagePropagator::new()
+                .inject_context(&opentelemetry::Context::new().with_baggage(one), &mut field);
+            let member = field.0.into_owned();
+            if member
+                .bytes()
+                .all(|b| b != b',' && (b == b'\t' || (b >= b' ' && b != 0x7F)))
+            {
+                theirs.push((key.as_str(), member));
+            } else {
+                unfit += 1;
+            }
         }
+        if unfit > 0 {
+            report!(
+                unfit,
+                "baggage: opentelemetry members left out of the outgoing header: a comma or a \
+                 control character in their properties"
+            );
+        }
+        theirs.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let (header, _) = self
             .baggage
-            .merged_header(theirs.0.as_bytes().split(|&b| b == b','));
-        if !header.is_empty() {
-            // Every byte comes from opentelemetry's output, split at ASCII commas.
-            injector.set(HEADER, String::from_utf8_lossy(&header).into_owned());
+            .merged_header(theirs.iter().map(|(_, member)| member.as_bytes()));
+        // UTF-8 pieces (opentelemetry's and ours) joined at ASCII commas: never an `Err`.
+        match String::from_utf8(header) {
+            Ok(header) if !header.is_empty() => injector.set(HEADER, header),
+            _ => {}
         }
     }
 
@@ -967,6 +1006,8 @@ impl Injector for OneField<Cow<'_, str>> {
 /// UTF-8 included: opentelemetry only takes `&str`), a `%` in its key or value not followed by
 /// two hex digits (opentelemetry leaves those undecoded, so `%zz` would arrive as a garbled
 /// value), or a second `=` before its properties (opentelemetry keeps only the text up to it).
+/// Also left out: the members opentelemetry skips with a warning (no `=`, an empty one, an
+/// escape that does not decode to UTF-8), since the warning quotes the whole header.
 fn without_bad_members(raw: &[u8]) -> Cow<'_, str> {
     let bad = raw.split(|&b| b == b',').filter(|m| !is_clean(m)).count();
     if bad == 0 {
@@ -974,9 +1015,9 @@ fn without_bad_members(raw: &[u8]) -> Cow<'_, str> {
         return std::str::from_utf8(raw).map_or(Cow::Borrowed(""), Cow::Borrowed);
     }
     // The bad members are left out rather than blanked: opentelemetry_sdk (with its default
-    // `internal-logs` feature) warns about every empty member, quoting the whole header, so a
-    // blank would make it report a header the sender never sent, values included. Only the
-    // first `MAX_MEMBERS` members are passed, so the ones opentelemetry reads are the same.
+    // `internal-logs` feature) warns about every empty member, quoting the whole header with
+    // every other member's value. Only the first `MAX_MEMBERS` members are passed, so the
+    // ones opentelemetry reads are the same.
     let mut out = String::with_capacity(raw.len());
     for member in raw.split(|&b| b == b',').take(MAX_MEMBERS) {
         if is_clean(member) {
@@ -992,6 +1033,7 @@ fn without_bad_members(raw: &[u8]) -> Cow<'_, str> {
 fn is_clean(member: &[u8]) -> bool {
     let mut equals = 0;
     let mut in_properties = false;
+    let mut high_escape = false;
     let mut i = 0;
     while i < member.len() {
         match member[i] {
@@ -1001,6 +1043,7 @@ fn is_clean(member: &[u8]) -> bool {
                 if !(hex(i + 1) && hex(i + 2)) {
                     return false;
                 }
+                high_escape |= member[i + 1] >= b'8';
                 i += 2;
             }
             b';' => in_properties = true,
@@ -1016,5 +1059,15 @@ fn is_clean(member: &[u8]) -> bool {
         }
         i += 1;
     }
-    true
+    // No `=` (an empty member included): opentelemetry skips it with a warning. An escape of
+    // a byte past ASCII: the key and value must decode to UTF-8, or it warns too.
+    equals == 1 && (!high_escape || decodes_to_utf8(member))
+}
+
+/// Whether the key and value of a member (before its properties) percent-decode to UTF-8.
+fn decodes_to_utf8(member: &[u8]) -> bool {
+    let key_value = member.split(|&b| b == b';').next().unwrap_or_default();
+    key_value
+        .split(|&b| b == b'=')
+        .all(|part| percent_decode(part).decode_utf8().is_ok())
 }

@@ -118,14 +118,16 @@
 //!
 //! # WebSockets and other upgrades
 //!
-//! axum's `WebSocketUpgrade::on_upgrade` runs its callback in a task of its own, started with a
-//! plain `tokio::spawn` once the response has gone: outside the request's context, like
-//! anything that awaits `hyper::upgrade::on`. There the session reads none of the request's
-//! values (its log lines carry no `request_id`), and a `set` is refused (S21), which kills the
-//! session (the client sees the connection reset without a closing handshake). Wrapping the
-//! callback's future with `.with_current_context()` *inside* the callback silences the panic
-//! but forks the worker's empty context, not the request's. Take the request's context in the
-//! handler and hand it over:
+//! axum's `WebSocketUpgrade::on_upgrade` spawns a task of its own with a plain `tokio::spawn`,
+//! in the handler, and runs the callback in it once the connection is upgraded: outside the
+//! request's context, like anything that awaits `hyper::upgrade::on` in a plain task. There
+//! the session reads none of the request's values (its log lines carry no `request_id`), and a
+//! `set` is refused (S21), which kills the session (the client sees the connection reset
+//! without a closing handshake). Wrapping the callback's future with `.with_current_context()`
+//! *inside* the callback silences the panic but forks the worker's empty context, not the
+//! request's. Take the request's context in the handler and hand it over (under
+//! `runtime::propagate`, the plain task already gets a fork of the request's context, taken
+//! at the spawn; handing it over does no harm there):
 //!
 //! ```
 //! use axum::extract::ws::{WebSocket, WebSocketUpgrade};
@@ -211,7 +213,8 @@
 //!
 //! So what `main` sets before it serves reaches requests only by accident: on a current-thread
 //! runtime the connection tasks run on `main`'s thread, in its context, and every request sees
-//! the value; on a multi-thread runtime none does. Give process-wide settings a `static` (or
+//! the value; on a multi-thread runtime none does (under `runtime::propagate` every one does:
+//! the server's tasks fork `main`'s context). Give process-wide settings a `static` (or
 //! `ContextVar::with_default`), and set per-request values in a middleware.
 //!
 //! # Across services

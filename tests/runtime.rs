@@ -656,3 +656,59 @@ fn tasks_dropped_with_their_runtime_drop_their_values_in_a_context_of_their_own(
         "both runtimes dropped their task's value"
     );
 }
+
+/// The `tower` module docs, under `runtime::propagate` on a multi-thread runtime: what `main`
+/// sets before it serves reaches every request (the server's tasks fork it), and a plain
+/// `on_upgrade` callback gets a fork of the request's context, taken at axum's spawn.
+#[cfg(feature = "tower")]
+#[test]
+fn a_server_under_propagate_sees_mains_values_and_upgrade_callbacks_the_requests() {
+    use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+    use axum::routing::get;
+    use futures::StreamExt;
+
+    async fn session(mut socket: WebSocket) {
+        let seen = format!("{:?}+{:?}", CHILD.get().map(|v| *v), request());
+        let _ = socket.send(Message::Text(seen.into())).await;
+    }
+
+    let rt = propagating_multi_thread(2);
+    let (http_seen, ws_seen) = rt.block_on(async {
+        CHILD.set(1); // in main, before serving
+        let app = axum::Router::new()
+            .route(
+                "/",
+                get(|| async { format!("{:?}", CHILD.get().map(|v| *v)) }),
+            )
+            .route(
+                "/ws",
+                get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(session) }),
+            )
+            .layer(axum::middleware::from_fn(
+                |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                    REQUEST.set(9);
+                    next.run(request).await
+                },
+            ))
+            .layer(contextvars::tower::ContextLayer::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let body = tokio::time::timeout(Duration::from_secs(30), async {
+            let response = reqwest::get(format!("http://{address}/")).await.unwrap();
+            response.text().await.unwrap()
+        });
+        let body = body.await.expect("answered in time");
+        let reply = tokio::time::timeout(Duration::from_secs(30), async {
+            let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
+                .await
+                .unwrap();
+            socket.next().await.unwrap().unwrap()
+        });
+        let reply = reply.await.expect("answered in time");
+        server.abort();
+        (body, reply.into_text().unwrap().to_string())
+    });
+    assert_eq!(http_seen, "Some(1)");
+    assert_eq!(ws_seen, "Some(1)+Some(9)");
+}

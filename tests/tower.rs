@@ -829,12 +829,31 @@ fn a_scoped_body_polls_in_its_context_and_keeps_size_hint_and_trailers() {
     assert_eq!(collected.to_bytes(), "req-1");
     assert!(REQUEST_ID.get().is_none()); // nothing leaked to the caller
 
-    let full = Scoped::new(
-        ctx,
-        http_body_util::Full::new(axum::body::Bytes::from_static(b"abc")),
-    );
-    assert_eq!(full.size_hint().exact(), Some(3));
-    assert!(!full.is_end_stream());
+    // `size_hint` and `is_end_stream` run in the context too.
+    struct ReadsTheId;
+    impl http_body::Body for ReadsTheId {
+        type Data = axum::body::Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Infallible>>> {
+            Poll::Ready(None)
+        }
+        fn is_end_stream(&self) -> bool {
+            REQUEST_ID.get().is_none()
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(
+                REQUEST_ID.with(|id| id.map_or(0, |id| id.len() as u64)),
+            )
+        }
+    }
+    let scoped = Scoped::new(ctx, ReadsTheId);
+    assert_eq!(scoped.size_hint().exact(), Some(5)); // "req-1"
+    assert!(!scoped.is_end_stream());
+    assert_eq!(ReadsTheId.size_hint().exact(), Some(0)); // outside the context: no id
+    assert!(ReadsTheId.is_end_stream());
 }
 
 #[test]
@@ -968,6 +987,50 @@ async fn a_websocket_session_keeps_the_requests_values_only_when_handed_its_cont
         assert_eq!(
             (handed, plain),
             (SESSIONS / 2 * MESSAGES, SESSIONS / 2 * MESSAGES)
+        );
+    })
+    .await
+    .expect("the test finishes within its time limit");
+}
+
+/// A `set` in a plain upgrade callback is refused (S21): the session ends, and the client sees
+/// the connection reset without a closing handshake (the `tower` module docs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_in_a_plain_upgrade_callback_ends_the_session_with_a_reset() {
+    use axum::extract::ws::WebSocketUpgrade;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Error, Message, error::ProtocolError};
+
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let app = Router::new()
+            .route(
+                "/ws",
+                get(|ws: WebSocketUpgrade| async move {
+                    ws.on_upgrade(|mut socket| async move {
+                        let _ = socket.recv().await;
+                        REQUEST_ID.set("in the callback".to_owned()); // refused: panics
+                        let _ = socket.send("survived".into()).await;
+                    })
+                }),
+            )
+            .layer(ContextLayer::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
+            .await
+            .unwrap();
+        socket.send(Message::text("hi")).await.unwrap();
+        let next = socket.next().await;
+        server.abort();
+        assert!(
+            matches!(
+                next,
+                Some(Err(Error::Protocol(
+                    ProtocolError::ResetWithoutClosingHandshake
+                )))
+            ),
+            "the client saw {next:?}"
         );
     })
     .await
