@@ -228,6 +228,97 @@ fn async_to_sync_works_inside_block_in_place() {
     assert_eq!(out, (9, 2), "result and write-back");
 }
 
+#[test]
+fn async_to_sync_on_a_thread_that_entered_a_multi_thread_runtime_runs_on_that_runtime() {
+    // S17 and the docs: a thread that entered a multi-thread runtime uses *that* runtime (not a
+    // private one), so a task the future leaves running goes on without another call.
+    let rt = runtime(true, 4);
+    let expected = rt.handle().id();
+    let (used, left_running_finished) = within_deadline("async_to_sync after rt.enter()", {
+        let handle = rt.handle().clone();
+        move || {
+            let _entered = handle.enter();
+            let (done, finished) = mpsc::channel();
+            let used = task::async_to_sync(async move {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    let _ = done.send(());
+                });
+                tokio::runtime::Handle::current().id()
+            });
+            (used, finished.recv_timeout(Duration::from_secs(10)).is_ok())
+        }
+    });
+    assert_eq!(used, expected);
+    assert!(
+        left_running_finished,
+        "the runtime's workers run the task left running"
+    );
+}
+
+#[test]
+fn after_async_to_sync_on_an_entered_runtime_a_plain_thread_is_back_on_its_private_runtime() {
+    // Which runtime a call uses is decided per call: once the thread no longer has the runtime
+    // entered, it is a plain thread again (S17: a private runtime), even if sync code ran on
+    // it as a job of the earlier call.
+    let rt = runtime(true, 4);
+    let entered_id = rt.handle().id();
+    let (private_before, during, private_after) = within_deadline("runtime choice per call", {
+        let handle = rt.handle().clone();
+        move || {
+            let private_before =
+                task::async_to_sync(async { tokio::runtime::Handle::current().id() });
+            let during = {
+                let _entered = handle.enter();
+                // a nested job: sync code on this thread, run by the call's loop
+                task::async_to_sync(task::sync_to_async(|| ()));
+                task::async_to_sync(async { tokio::runtime::Handle::current().id() })
+            };
+            let private_after =
+                task::async_to_sync(async { tokio::runtime::Handle::current().id() });
+            (private_before, during, private_after)
+        }
+    });
+    assert_eq!(during, entered_id);
+    assert_ne!(private_before, entered_id);
+    assert_eq!(private_after, private_before);
+}
+
+#[test]
+fn sync_to_async_on_a_thread_after_its_async_to_sync_returned_runs_on_the_pool() {
+    // Only futures driven by a running `async_to_sync` hand their sync code to its thread;
+    // once the call has returned, a `sync_to_async` polled on that thread goes to the pool.
+    let out = within_deadline(
+        "sync_to_async after async_to_sync on the same thread",
+        || {
+            assert_eq!(task::async_to_sync(async { 1 }), 1);
+            let rt = runtime(false, 4);
+            let caller = std::thread::current().id();
+            rt.block_on(task::sync_to_async(move || {
+                std::thread::current().id() != caller
+            }))
+        },
+    );
+    assert!(out, "f ran on a pool thread");
+}
+
+#[test]
+fn a_sync_to_async_future_returned_before_it_completed_still_gets_its_result() {
+    // A `sync_to_async` future first polled inside `async_to_sync` and returned (sent
+    // elsewhere) before completing: its sync code was handed to the async_to_sync thread and
+    // still runs there before the call returns; awaiting the future later gives the result.
+    let out = within_deadline("a bridged future outliving its async_to_sync", || {
+        // Returned inside an `Option`: the future itself is what the test carries out.
+        let pending = task::async_to_sync(async {
+            let mut bridged = Box::pin(task::sync_to_async(|| 5));
+            assert!(futures::poll!(bridged.as_mut()).is_pending());
+            Some(bridged)
+        });
+        futures::executor::block_on(pending.unwrap())
+    });
+    assert_eq!(out, 5);
+}
+
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<String>()

@@ -372,6 +372,122 @@ fn async_to_sync_inside_spawn_blocking_uses_the_enclosing_runtime() {
     });
 }
 
+#[test]
+fn async_to_sync_inside_spawn_blocking_on_a_current_thread_runtime_uses_that_runtime() {
+    // S17: "on the runtime of the enclosing sync_to_async or spawn_blocking if any". On a
+    // current-thread runtime the blocking job must say which runtime it belongs to: the pool
+    // thread alone would lead to the private runtime. The same holds for sync code that such an
+    // `async_to_sync` runs on its thread (a nested `sync_to_async`).
+    let rt = current_thread();
+    let (outer, direct, nested) = run(&rt, async {
+        let outer = tokio::runtime::Handle::current().id();
+        let (direct, nested) = task::spawn_blocking(|| {
+            let direct = task::async_to_sync(async { tokio::runtime::Handle::current().id() });
+            let nested = task::async_to_sync(task::sync_to_async(|| {
+                task::async_to_sync(async { tokio::runtime::Handle::current().id() })
+            }));
+            (direct, nested)
+        })
+        .await
+        .unwrap();
+        (outer, direct, nested)
+    });
+    assert_eq!(
+        direct, outer,
+        "async_to_sync in the job runs on the job's runtime"
+    );
+    assert_eq!(
+        nested, outer,
+        "and so does one in sync code nested inside it"
+    );
+}
+
+#[test]
+fn async_to_sync_resumes_its_futures_own_nested_runtime_panic_after_the_write_back() {
+    // A future that itself calls `block_on` gets Tokio's refusal as its own panic: S17's
+    // "blocking is not allowed" panic is for the `async_to_sync` call itself, and S16/S17's
+    // write-back of what the future set before panicking still happens.
+    std::thread::spawn(|| {
+        let r = catch_unwind(|| {
+            task::async_to_sync(async {
+                ID.set(6);
+                tokio::runtime::Handle::current().block_on(async {});
+            })
+        });
+        let message = panic_message(&*r.unwrap_err());
+        assert!(
+            message.contains("Cannot start a runtime from within a runtime"),
+            "{message}"
+        );
+        assert_eq!(
+            id(),
+            Some(6),
+            "what the future set before the panic is written back"
+        );
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn async_to_sync_during_thread_teardown_panics_naming_the_teardown() {
+    // Documented panic: "if called from a thread-local destructor while the thread is being torn
+    // down". It must say so, not claim that blocking is not allowed here.
+    struct CallsOnDrop(std::sync::mpsc::Sender<String>);
+    impl Drop for CallsOnDrop {
+        fn drop(&mut self) {
+            let r = catch_unwind(|| task::async_to_sync(async { 1 }));
+            let _ = self.0.send(match r {
+                Ok(_) => "no panic".to_string(),
+                Err(panic) => panic_message(&*panic),
+            });
+        }
+    }
+    thread_local! {
+        static ON_EXIT: std::cell::RefCell<Option<CallsOnDrop>> = const { std::cell::RefCell::new(None) };
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Registered before the private runtime, so destroyed after it.
+        ON_EXIT.with(|slot| *slot.borrow_mut() = Some(CallsOnDrop(tx)));
+        assert_eq!(task::async_to_sync(async { 2 }), 2);
+    })
+    .join()
+    .unwrap();
+    let message = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    if message == "no panic" {
+        // The private runtime outlived `ON_EXIT`: destructor order is the platform's. Linux
+        // runs them last registered, first; elsewhere (and under Miri) nothing to check.
+        #[cfg(all(target_os = "linux", not(miri)))]
+        panic!("ON_EXIT was destroyed before the private runtime on Linux");
+        #[cfg(not(all(target_os = "linux", not(miri))))]
+        return;
+    }
+    assert!(message.contains("during thread teardown"), "{message}");
+}
+
+#[test]
+fn sync_to_async_polled_after_its_runtime_shut_down_panics_saying_so() {
+    // Documented panic: "if the runtime shuts down before f ran"; f never runs.
+    let rt = multi_thread(1);
+    let handle = rt.handle().clone();
+    drop(rt);
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = {
+        let ran = ran.clone();
+        let _entered = handle.enter();
+        catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(task::sync_to_async(move || ran.store(true, Relaxed)))
+        }))
+    };
+    let message = panic_message(&*r.unwrap_err());
+    assert!(
+        message.contains("the runtime shut down before f ran"),
+        "{message}"
+    );
+    assert!(!ran.load(Relaxed));
+}
+
 // ---------- isolation under load ----------
 
 #[test]

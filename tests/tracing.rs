@@ -475,6 +475,31 @@ fn control_characters_in_text_values_are_escaped_unless_sanitization_is_off() {
     );
 }
 
+#[test]
+fn each_kind_of_control_character_is_escaped_on_its_own() {
+    // HOSTILE holds every kind at once, so one of them is enough to take the escaping path.
+    // A value holding a single one (a lone line break, DEL, a C1 control, a line separator, a
+    // bidirectional control) must be escaped too.
+    for (value, escaped) in [
+        ("\n", "\\n"),
+        ("\u{1b}", "\\x1b"),
+        ("\u{7f}", "\\x7f"),
+        ("\u{80}", "\\u{80}"),
+        ("\u{9b}", "\\u{9b}"),
+        ("\u{2028}", "\\u{2028}"),
+        ("\u{202e}", "\\u{202e}"),
+        ("\u{61c}", "\\u{61c}"),
+    ] {
+        let lines = capture(ContextFields::new().var(&REQUEST_ID), || {
+            REQUEST_ID.set(value.into());
+            tracing::info!("handled");
+        });
+        assert_eq!(lines.len(), 1, "{value:?}: {lines:?}");
+        let expected = format!("request_id={escaped} ");
+        assert!(lines[0].starts_with(&expected), "{value:?}: {:?}", lines[0]);
+    }
+}
+
 static BOOM: ContextVar<u32> = ContextVar::new("boom");
 
 /// A field whose formatting panics on 1 and fails on 2.
