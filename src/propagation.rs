@@ -795,10 +795,9 @@ impl TextMapPropagator for BaggageTextMapPropagator {
         // iterates in an order that changes from call to call.
         let mut theirs: Vec<(&str, String)> = Vec::new();
         let mut unfit = 0usize;
+        // Members under our keys are dropped by `merged_header` (ours: the current value goes
+        // out, or none).
         for (key, entry) in cx.baggage().iter() {
-            if self.baggage.entries.iter().any(|e| e.key == key.as_str()) {
-                continue; // ours: the current value goes out, or none
-            }
             let one: OtelBaggage = std::iter::once((key.clone(), entry.clone())).collect();
             let mut field = OneField(Cow::Borrowed(""));
             BaggagePropagator::new()
