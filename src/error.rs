@@ -81,7 +81,16 @@ impl fmt::Display for LocalError {
         match self {
             LocalError::Missing { name } => write!(f, "Local has no attribute {name:?}"),
             LocalError::WrongType { name, expected } => {
-                write!(f, "Local attribute {name:?} is not of type {expected}")
+                write!(
+                    f,
+                    "Local attribute {name:?} is not of type {expected}: ask for the type it \
+                     was set with"
+                )?;
+                // The usual mix-up: `set(name, "text")` stores a `&'static str`.
+                if *expected == std::any::type_name::<String>() {
+                    f.write_str(" (a string literal is set as a `&'static str`)")?;
+                }
+                Ok(())
             }
         }
     }

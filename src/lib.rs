@@ -448,6 +448,7 @@
 //! | asgiref `sync_to_async(f)` / `@sync_to_async` | [`task::sync_to_async`]`(f).await` |
 //! | asgiref `async_to_sync(coro)` / `@async_to_sync` | [`task::async_to_sync`]`(fut)` |
 //! | asgiref `Local()`, `Local(thread_critical=True)` | [`Local::new`], [`Local::thread_critical`] |
+//! | asgiref `sync_to_async(f, thread_sensitive=True)` (the default): a request's calls share one thread | no switch per call: each call made outside [`task::async_to_sync`] runs on any pool thread. Run the request's async code in one `sync_to_async(\|\| async_to_sync(fut))` (asgiref's `ThreadSensitiveContext`): its calls then run on that one thread ([below](#one-thread-for-a-requests-sync-calls)) |
 //!
 //! `asyncio.gather` and `TaskGroup` run each coroutine as a task, in a copy of the caller's
 //! context. The same with Tokio:
@@ -559,6 +560,56 @@
 //! assert_eq!(*USER.value(), "bob");
 //! # }
 //! ```
+//!
+//! ## One thread for a request's sync calls
+//!
+//! Django's ORM keeps its connection per thread, and asgiref runs all thread-sensitive
+//! `sync_to_async` calls of a request on one thread. Here each [`task::sync_to_async`] call on
+//! the blocking pool is a task of its own, on whichever pool thread is free, and starts without
+//! the thread-critical values an earlier call set. To get asgiref's behaviour, drive the
+//! request's async code from one pool thread with `async_to_sync`: every `sync_to_async` it
+//! awaits then runs on that thread (S17), as asgiref's `ThreadSensitiveContext` does:
+//!
+//! ```
+//! # #[cfg(feature = "tokio")] { // `task` needs the `tokio` feature
+//! use contextvars::{Local, task};
+//!
+//! static CONNECTION: Local = Local::thread_critical(); // the ORM's per-thread connection
+//!
+//! async fn view() -> bool {
+//!     let first = task::sync_to_async(|| {
+//!         CONNECTION.set("conn", "opened by the first query");
+//!         std::thread::current().id()
+//!     })
+//!     .await;
+//!     let (second, reused) =
+//!         task::sync_to_async(|| (std::thread::current().id(), CONNECTION.contains("conn"))).await;
+//!     first == second && reused
+//! }
+//!
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! // In a handler: one pool thread for the whole view, like ThreadSensitiveContext.
+//! let shared = task::sync_to_async(|| task::async_to_sync(view())).await;
+//! assert!(shared);
+//! # });
+//! # }
+//! ```
+//!
+//! The view holds that pool thread until it ends, as asgiref's thread does (Tokio's pool has
+//! 512 threads by default). While a `sync_to_async` call runs there, the view's other futures
+//! wait; tasks it spawns run on the runtime's workers, and a `sync_to_async` awaited in one of
+//! them goes to the pool.
+//!
+//! Two more differences a port meets. Values set before the server starts, in `main` or
+//! `#[tokio::main]` before `axum::serve`, do not reliably reach requests: Python's
+//! `asyncio.run` copies the main thread's context into every task, but a server's connection
+//! tasks are plain `tokio::spawn`s (S13), which on a multi-thread runtime run in their worker
+//! thread's empty context (the [`tower`] module docs give every case). Keep
+//! process-wide settings in statics or [`ContextVar::with_default`], or build the runtime with
+//! `runtime::propagate` (S24). And asgiref (3.13) hides a `Local`'s attributes from a thread
+//! that only inherits a copy of the context (`asyncio.to_thread`, an executor job run with
+//! `ctx.run`); here every fork carries them (S18): [`task::spawn_blocking`], [`thread::spawn`]
+//! and [`Context::wrap`] jobs see them.
 //!
 //! What does not carry over: a Python `ContextVar` can be created anywhere and compared by
 //! identity; here declare them as `static`s (one created at run time works too, S1). Python

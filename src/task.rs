@@ -248,7 +248,13 @@ where
                     .await
             }
             None => {
-                let handle = Handle::current();
+                let handle = Handle::try_current().unwrap_or_else(|_| {
+                    panic!(
+                        "contextvars::task::sync_to_async polled outside a Tokio runtime: f \
+                         runs on a runtime's blocking pool, so await it inside one (or call f \
+                         directly: this is sync code already)"
+                    )
+                });
                 let pooled = tokio::task::spawn_blocking(move || {
                     let _bridge = Bridge::enter(Some(handle));
                     // A task of its own on the pool thread: fresh thread-critical storage.

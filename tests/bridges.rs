@@ -343,6 +343,17 @@ fn async_to_sync_directly_in_a_task_poll_panics_naming_itself() {
 }
 
 #[test]
+fn sync_to_async_polled_outside_a_runtime_panics_naming_itself() {
+    let caught =
+        std::panic::catch_unwind(|| futures::executor::block_on(task::sync_to_async(|| 1)));
+    let message = panic_message(caught.unwrap_err());
+    assert!(
+        message.contains("sync_to_async polled outside a Tokio runtime"),
+        "{message}"
+    );
+}
+
+#[test]
 fn async_to_sync_inside_a_block_on_panics_naming_itself() {
     for multi_thread in [true, false] {
         let message = within_deadline("async_to_sync inside block_on", move || {

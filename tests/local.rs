@@ -125,11 +125,17 @@ fn get_with_the_wrong_type_is_wrong_type_and_changes_nothing() {
         assert_eq!(
             err.to_string(),
             format!(
-                "Local attribute \"n\" is not of type {}",
+                "Local attribute \"n\" is not of type {}: ask for the type it was set with \
+                 (a string literal is set as a `&'static str`)",
                 std::any::type_name::<String>()
             )
         );
         assert_eq!(*L.get::<u32>("n").unwrap(), 5);
+        assert_eq!(
+            L.get::<i64>("n").unwrap_err().to_string(),
+            "Local attribute \"n\" is not of type i64: ask for the type it was set with",
+            "the string-literal hint only when a String was asked for"
+        );
         let before = Context::current();
         let _ = L.get::<i64>("n");
         assert_eq!(before, Context::current(), "a failed get changes nothing");
