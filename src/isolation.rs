@@ -30,23 +30,26 @@ pub(crate) fn in_task() -> bool {
 #[inline(never)]
 pub(crate) fn refuse_write(call: &'static str) -> ! {
     panic!(
-        "contextvars: `{call}` inside a Tokio task that has no context of its own: the write \
-         would land in the worker thread's context, which every unwrapped task on that thread \
-         shares (S21). Give the task its own context: spawn it with `contextvars::task::spawn` \
-         (or `spawn_blocking`), wrap its future with `.with_current_context()` (from \
-         `contextvars::FutureExt`: opentelemetry's trait has a method of that name), serve requests \
-         through `contextvars::tower::ContextLayer` (outside every middleware that writes: the \
-         first layer of a `ServiceBuilder` or of tonic's `Server::builder()`, the last `.layer` \
-         call in axum), or build the \
-         runtime with `contextvars::runtime::propagate` (needs `RUSTFLAGS=\"--cfg \
-         tokio_unstable\"`; it gives each task a context, not each request: a server still \
-         needs `ContextLayer`, since the requests of one connection share its task). \
-         If the layer is there, the write may run in work that a library took out of the \
-         request: axum's `WebSocketUpgrade::on_upgrade` callback (a plain `tokio::spawn`ed task) \
-         or a streamed body. Take `let ctx = contextvars::Context::current().fork();` in the \
-         handler and run the callback's future with `.with_context(ctx)` (a stream: \
-         `Scoped::new(ctx, stream)`): `.with_current_context()` inside the callback forks the \
-         worker's empty context, not the request's. Else check that one version of contextvars \
-         is linked (`cargo tree -d -i contextvars`). RUST_BACKTRACE=1 shows the call that wrote."
+        "contextvars: `{call}` inside a Tokio task that has no context of its own (S21): the \
+         write would land in the worker thread's context, which every unwrapped task on that \
+         thread shares. Give the task its own context:\n\
+         - a server (axum, tonic, hyper): serve requests through \
+         `contextvars::tower::ContextLayer`, outside every middleware that writes (the first \
+         layer of a `ServiceBuilder` or of tonic's `Server::builder()`, the last `.layer` call \
+         in axum);\n\
+         - a task you spawn: spawn it with `contextvars::task::spawn` (or `spawn_blocking`), or \
+         wrap its future with `.with_current_context()` (from `contextvars::FutureExt`: \
+         opentelemetry's trait has a method of that name);\n\
+         - work a library took out of the request (axum's `WebSocketUpgrade::on_upgrade` \
+         callback, a streamed body or response stream): take \
+         `let ctx = contextvars::Context::current().fork();` in the handler and run the future \
+         with `.with_context(ctx)` (a stream: `Scoped::new(ctx, stream)`); \
+         `.with_current_context()` inside the callback forks the worker's empty context, not \
+         the request's;\n\
+         - every task of a runtime: build it with `contextvars::runtime::propagate` (needs \
+         `RUSTFLAGS=\"--cfg tokio_unstable\"`; a server still needs `ContextLayer`, since the \
+         requests of one connection share its task).\n\
+         If none of these applies, check that one version of contextvars is linked \
+         (`cargo tree -d -i contextvars`). RUST_BACKTRACE=1 shows the call that wrote."
     )
 }

@@ -153,7 +153,9 @@
 //!   (another executor, `tokio::spawn`, a `JoinSet`, a `select!` arm you want isolated).
 //! - [`FutureExt::with_context`] / [`Context::scope`]: run a future in a context you built, e.g.
 //!   with [`Context::with_value`] in a middleware.
-//! - [`ContextVar::scope`]: run a future with one variable set, like `task_local!`'s `scope`.
+//! - [`ContextVar::scope`]: run a future with one variable set, like `task_local!`'s `scope`
+//!   (but nest scopes through an `async` block: see [porting from
+//!   `task_local!`](#porting-from-task_local)).
 //! - [`task::sync_to_async`] and [`task::async_to_sync`]: asgiref's bridges between sync and
 //!   async code; what the other side sets comes back to the caller (S16, S17).
 //!
@@ -651,6 +653,35 @@
 //! (`task::spawn`, `.with_current_context()`, `tower::ContextLayer`, `runtime::propagate`), and
 //! `try_with` becomes [`with`](ContextVar::with) or [`get`](ContextVar::get): a missing value is
 //! `None`, never an error. Both enter their value on every poll.
+//!
+//! One difference: a `scope` takes its copy of the current context when it is *called*, not
+//! when it is first polled (S14), and a [`Scoped`] makes its whole context current, so nested
+//! scopes written as arguments do not compose as `task_local!`'s do. In
+//! `A.scope(a, B.scope(b, fut))`, Rust builds `B.scope(b, fut)` first, from a context without
+//! `a`, and `fut` sees `B` but not `A`. Nest through an `async` block, so that the inner scope
+//! is made inside the outer one:
+//!
+//! ```
+//! use contextvars::ContextVar;
+//!
+//! static TENANT: ContextVar<&'static str> = ContextVar::new("tenant");
+//! static REQUEST_ID: ContextVar<&'static str> = ContextVar::new("request_id");
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let read = || (TENANT.get().map(|v| *v), REQUEST_ID.get().map(|v| *v));
+//!
+//! // task_local!'s shape: the inner scope is made before TENANT is set, so TENANT is lost.
+//! let lost = TENANT.scope("acme", REQUEST_ID.scope("req-1", async { read() })).await;
+//! assert_eq!(lost, (None, Some("req-1")));
+//!
+//! // Made inside the outer scope: both are there.
+//! let both = TENANT.scope("acme", async { REQUEST_ID.scope("req-1", async { read() }).await }).await;
+//! assert_eq!(both, (Some("acme"), Some("req-1")));
+//! # });
+//! ```
+//!
+//! The same holds for [`FutureExt::with_current_context`] and `Context::current().scope(..)`
+//! built as an argument of a `scope`: they fork the context current where they are called.
 //!
 //! # Cargo features
 //!

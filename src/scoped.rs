@@ -274,6 +274,12 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Wraps `fut` so that it runs in a copy of the current context (taken now) in which this
     /// variable is `value` (S14). Nothing the future sets leaks out.
     ///
+    /// "Now" is the call, not the first poll, and the copy replaces the whole context while
+    /// `fut` runs: `A.scope(a, B.scope(b, fut))` runs `fut` without `A`, because the inner
+    /// scope was made before the outer one existed. Write
+    /// `A.scope(a, async { B.scope(b, fut).await })` instead (see [porting from
+    /// `task_local!`](crate#porting-from-task_local)).
+    ///
     /// # Examples
     ///
     /// ```

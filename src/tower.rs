@@ -487,6 +487,15 @@ where
 /// [`ContextLayer::extract`], declared with the same `static` variables (two statics of the
 /// same name are two variables, S1).
 ///
+/// Put it *outermost* in a client stack, before `buffer` or any other layer that hands the
+/// request to another task: `PropagateService::call` reads the
+/// context of the task that calls it. Below a `Buffer` it runs in the buffer's worker task,
+/// so every request goes out with no baggage, silently; under `runtime::propagate` the worker
+/// keeps a fork of the context of whoever created the client, and if that was a request
+/// (a client made lazily by the first request that needs it) every later request carries
+/// *that* request's values. In a `ServiceBuilder` the first layer is the outer one:
+/// `ServiceBuilder::new().layer(PropagateLayer::new(baggage)).buffer(1024).service(channel)`.
+///
 /// A call made from a plain `tokio::spawn` task reads that task's context, usually empty, and
 /// sends no baggage, with no warning: spawn such work with [`task::spawn`](crate::task::spawn) (a bidirectional
 /// gRPC handler's sender task, say). For a tonic client, wrap the `Channel`:

@@ -659,6 +659,49 @@ mod across_services {
         assert!(ATTEMPT.get().is_none());
     }
 
+    /// The placement the `PropagateLayer` docs ask for: outside a `Buffer`, each request
+    /// carries its caller's values; below one, `call` runs in the buffer's worker task and
+    /// sends nothing.
+    #[test]
+    fn propagate_layer_goes_outside_a_buffer() {
+        async fn echo_baggage(
+            request: http::Request<String>,
+        ) -> Result<Option<String>, Infallible> {
+            let baggage = request.headers().get("baggage");
+            Ok(baggage.map(|v| v.to_str().unwrap().to_owned()))
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let outside = ServiceBuilder::new()
+                .layer(PropagateLayer::new(baggage()))
+                .buffer(64)
+                .service(service_fn(echo_baggage));
+            let inside = ServiceBuilder::new()
+                .buffer(64)
+                .layer(PropagateLayer::new(baggage()))
+                .service(service_fn(echo_baggage));
+            let callers: Vec<_> = (0..64)
+                .map(|i| {
+                    let (outside, inside) = (outside.clone(), inside.clone());
+                    task::spawn(async move {
+                        TENANT.set(format!("t{i}"));
+                        let outside = outside.oneshot(request("")).await.unwrap();
+                        let inside = inside.oneshot(request("")).await.unwrap();
+                        (i, outside, inside)
+                    })
+                })
+                .collect();
+            for caller in callers {
+                let (i, outside, inside) = caller.await.unwrap();
+                assert_eq!(outside, Some(format!("tenant=t{i}")));
+                assert_eq!(inside, None, "below the buffer: the worker's empty context");
+            }
+        });
+    }
+
     #[test]
     fn propagate_then_extract_carries_values_across_a_hop() {
         let server = server();
