@@ -680,8 +680,9 @@
 //! # });
 //! ```
 //!
-//! The same holds for [`FutureExt::with_current_context`] and `Context::current().scope(..)`
-//! built as an argument of a `scope`: they fork the context current where they are called.
+//! The same goes for a [`.with_current_context()`](FutureExt::with_current_context) or a
+//! `Context::current().scope(..)` written in the arguments of a `scope`: it forks the context
+//! current where it is written, before the outer scope runs.
 //!
 //! # Cargo features
 //!
