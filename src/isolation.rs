@@ -50,6 +50,6 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          `RUSTFLAGS=\"--cfg tokio_unstable\"`; a server still needs `ContextLayer`, since the \
          requests of one connection share its task).\n\
          If none of these applies, check that one version of contextvars is linked \
-         (`cargo tree -d -i contextvars`). RUST_BACKTRACE=1 shows the call that wrote."
+         (`cargo tree -d` lists crates linked twice). RUST_BACKTRACE=1 shows the call that wrote."
     )
 }

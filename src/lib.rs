@@ -186,11 +186,12 @@
 //! - **A callback or a pool job**: [`Context::wrap`] (an `Fn`, each call in its own fork) and
 //!   [`Context::bind`] (an `FnOnce`).
 //!
-//! **A runtime driven inside an entered context** (`Handle::block_on` in `block_in_place` in a
-//! task, a current-thread runtime's `block_on` in a blocking job or in [`Context::run`], a
-//! `LocalSet` inside a [`Scoped`]) polls its plain `tokio::spawn` / `spawn_local` tasks inside
-//! that context, on the same thread: they read and write it as the code around them would, and
-//! S21 does not refuse them, since a context is entered. Spawn them with [`task::spawn`] /
+//! **A runtime driven inside an entered context** (a current-thread runtime's `block_on` in a
+//! blocking job, in `block_in_place` or in [`Context::run`], a `LocalSet` inside a [`Scoped`])
+//! polls its plain `tokio::spawn` / `spawn_local` tasks inside that context, on the same
+//! thread: they read and write it as the code around them would, and S21 does not refuse them,
+//! since a context is entered. (A multi-thread runtime's `Handle::block_on` polls only its root
+//! future there; the tasks it spawns run on its workers.) Spawn them with [`task::spawn`] /
 //! [`task::spawn_local`] (each then has a context of its own), or build that runtime with
 //! `runtime::propagate`.
 //!
@@ -335,14 +336,31 @@
 //! - Spawn with [`task::spawn`] / [`task::spawn_blocking`] (or `.with_current_context()`), not
 //!   plain `tokio::spawn`: the child then reads the caller's values, and may write.
 //! - Start a background task meant to outlive the request that happens to start it (a
-//!   connection driver, a batching worker) with `.with_context(Context::new())`, so that it
-//!   reads no request's values.
+//!   connection driver, a batching worker) from an empty context:
+//!   `Context::new().run(|| task::spawn(worker))`. It then reads no request's values and holds
+//!   none. `tokio::spawn(worker.with_context(Context::new()))` hides them too, but on a runtime
+//!   built with `runtime::propagate` the task still keeps the fork its spawn hook took of the
+//!   request that started it, values and their memory, for as long as the task lives.
+//! - Work such a task does for a request (a query a pool's manager runs): take
+//!   `Context::current().fork()` in your API function, send it with the job, and run the job
+//!   with `.with_context(ctx)`. A [`task::spawn`] inside the long-lived task forks *its*
+//!   context, not the request's.
+//! - Start such a task on a runtime you hold (`Handle::spawn`) if it may be created inside
+//!   [`task::async_to_sync`] on a plain thread: there `tokio::spawn` and [`task::spawn`] use that
+//!   thread's private runtime, which runs the task only while the thread is in an
+//!   `async_to_sync` call (S17), so other threads' requests wait on it.
 //! - A tower layer of yours that `set`s per request can bundle the crate's: return
 //!   `tower::ContextLayer::new().layer(your_service)` (a `ContextService`) from your
 //!   `Layer::layer`, so users cannot put the two in the wrong order.
-//! - Ask for a version of this crate that Cargo can unify with your users' (`cargo tree -d -i
-//!   contextvars` lists duplicates): two linked versions have two current contexts, and a value
-//!   set through one is not seen through the other.
+//! - Ask for a version of this crate that Cargo can unify with your users' (`cargo tree -d`
+//!   lists every crate linked twice, and who pulls each copy in; `cargo tree -i contextvars`
+//!   refuses with "is ambiguous" when there are two): two linked versions have two current
+//!   contexts, and a value set through one is not seen through the other.
+//! - Keep the `tokio` feature if your code runs in Tokio tasks. With `default-features = false`
+//!   your crate still works, but the S21 check exists only when some crate in the build enables
+//!   `tokio`: your own tests (`cargo test -p your-crate`) then let a write in a plain
+//!   `tokio::spawn` land in the worker's shared context, where your users' builds, with `tokio`
+//!   on, panic.
 //!
 //! # Named attributes: `Local`
 //!
@@ -871,8 +889,9 @@
 //!   that names the call and the fixes. The root future of `block_on` / `#[tokio::main]` is not a
 //!   task: writes there are allowed, as in plain code. Reads are never refused. The rule covers
 //!   thread-critical `Local`s, plain `tokio::task::spawn_blocking` closures, and a bridge's
-//!   write-back into an unwrapped task; a `reset` there panics before any token check. See
-//!   [isolation by default](#isolation-by-default).
+//!   write-back into an unwrapped task; a `reset` there panics before any token check. The
+//!   check needs the `tokio` feature (on by default): in a build where no crate enables it,
+//!   nothing is refused. See [isolation by default](#isolation-by-default).
 //! - <a id="s22"></a>**S22 — one context per request.** Behind [`tower::ContextLayer`], each
 //!   request's `call` and its whole response future run in their own fork of the context current
 //!   at `call`, as a task of its own (S19): what the handler and the middleware below the layer

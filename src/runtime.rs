@@ -43,8 +43,11 @@
 //! - **Long-lived tasks started by a request.** A library's background worker started lazily by
 //!   the first request that needs it (a pool's connection task, a `tower::buffer::Buffer`
 //!   worker) forks that request's context, and keeps its values for its whole life: every later
-//!   request's work it does reads the first request's values. Start such tasks with
-//!   `.with_context(Context::new())` when you start them yourself.
+//!   request's work it does reads the first request's values. Start such tasks from an empty
+//!   context when you start them yourself: `Context::new().run(|| task::spawn(worker))`.
+//!   `tokio::spawn(worker.with_context(Context::new()))` hides the request's values from the
+//!   worker but not from the hook, which keeps its fork of them (and their memory) until the
+//!   task ends.
 //! - **Plain `tokio::task::spawn_blocking`.** Tokio reports blocking jobs only when they
 //!   terminate, so a plain blocking job starts in its pool thread's own (empty) context and its
 //!   writes are refused by S21. [`task::spawn_blocking`](crate::task::spawn_blocking) and

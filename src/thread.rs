@@ -21,7 +21,23 @@ use crate::context::Context;
 /// with [`std::thread::spawn`] starts with an empty context instead (S6).
 ///
 /// To configure the thread (name, stack size), bind the closure yourself:
-/// `std::thread::Builder::new().spawn(Context::current().fork().bind(f))`.
+/// `std::thread::Builder::new().spawn(Context::current().fork().bind(f))`. The same works for
+/// scoped threads, whose closures may borrow ([`Context::bind`] needs no `'static`):
+///
+/// ```
+/// use contextvars::{Context, ContextVar};
+///
+/// static TENANT: ContextVar<&'static str> = ContextVar::new("tenant");
+///
+/// TENANT.set("acme");
+/// let rows = vec![1, 2, 3];
+/// let seen = std::thread::scope(|s| {
+///     s.spawn(Context::current().fork().bind(|| format!("{}:{}", TENANT.value(), rows.len())))
+///         .join()
+///         .unwrap()
+/// });
+/// assert_eq!(seen, "acme:3");
+/// ```
 ///
 /// # Panics
 ///

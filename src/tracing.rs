@@ -13,7 +13,11 @@
 //! whose formatting panics or fails ends in a placeholder (see [`var`](ContextFields::var)).
 //! A line carries the values of the context current where the event is emitted: a value's
 //! `Drop` that logs runs where the value is dropped, which for a request's values is after
-//! the request's context is left (`Scoped`'s drop), so such lines carry none of them.
+//! the request's context is left (`Scoped`'s drop), so such lines carry none of them. The same
+//! goes for a span closed outside the context: `fut.instrument(span).with_current_context()`
+//! (or `task::spawn(fut.instrument(span))`) closes the span inside the task's context, while
+//! `fut.with_current_context().instrument(span)` closes it after, so a layer's `on_close` (and
+//! `FmtSpan::CLOSE` lines) read none of the request's values.
 //!
 //! A variable shows its [`Display`](fmt::Display) ([`var`](ContextFields::var)), its
 //! [`Debug`](fmt::Debug) ([`var_debug`](ContextFields::var_debug)) or what a formatting function

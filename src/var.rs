@@ -20,8 +20,13 @@ static NEXT_VAR_ID: AtomicU64 = AtomicU64::new(1);
 /// A context variable: a typed key whose value depends on the current [`Context`].
 ///
 /// Declare variables as `static`s; each one is a distinct key, even if another has the same
-/// name and type (S1). A value is stored as an `Arc<T>`, so reading it is a reference-count
-/// increment ([`get`](ContextVar::get)) or a plain borrow ([`with`](ContextVar::with)).
+/// name and type (S1). Never as a `const` (nor a trait's associated `const`): each mention of a
+/// `const` is a new variable, so a value `set` through one mention is not seen through the
+/// next, and rustc does not warn (clippy's `declare_interior_mutable_const` does). For a
+/// variable per implementing type, give the trait a method that returns
+/// `&'static ContextVar<Self>` and declare a `static` in each impl's method. A value is stored
+/// as an `Arc<T>`, so reading it is a reference-count increment ([`get`](ContextVar::get)) or
+/// a plain borrow ([`with`](ContextVar::with)).
 ///
 /// # Examples
 ///

@@ -67,7 +67,7 @@ fn assert_s21(message: &str, call: &str) {
         "contextvars::tower::ContextLayer",
         "contextvars::runtime::propagate",
         "contextvars::FutureExt",
-        "cargo tree -d -i contextvars",
+        "cargo tree -d",
     ] {
         assert!(
             message.contains(fix),

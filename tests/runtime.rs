@@ -260,6 +260,57 @@ fn every_tasks_context_is_freed_when_it_terminates() {
     assert_eq!(Arc::strong_count(&shared), 2);
 }
 
+/// The library idiom of the crate docs ("In a library"): a background task started by a request
+/// but meant to outlive it holds none of that request's values when spawned from an empty
+/// context. `with_context(Context::new())` alone hides them but the spawn hook keeps its fork.
+#[test]
+fn a_background_task_spawned_from_an_empty_context_holds_none_of_the_requests_values() {
+    use contextvars::FutureExt;
+    let rt = propagating_multi_thread(2);
+    let value = Arc::new(7u64);
+    let (stop_a, wait_a) = tokio::sync::oneshot::channel::<()>();
+    let (stop_b, wait_b) = tokio::sync::oneshot::channel::<()>();
+    let (seen_a, seen_b) = rt.block_on(async {
+        let value = value.clone();
+        task::spawn(async move {
+            REQUEST.set_arc(value);
+            let hidden = tokio::spawn(
+                async move {
+                    let seen = request();
+                    let _ = wait_a.await;
+                    seen
+                }
+                .with_context(Context::new()),
+            );
+            let empty = Context::new().run(|| {
+                task::spawn(async move {
+                    let seen = request();
+                    let _ = wait_b.await;
+                    seen
+                })
+            });
+            (hidden, empty)
+        })
+        .await
+        .unwrap()
+    });
+    // The request's own context went with its future, before its output was handed over; what
+    // is left is ours and the fork the hook keeps for the `with_context` task.
+    assert_eq!(
+        Arc::strong_count(&value),
+        2,
+        "only the hook's fork of the request holds it"
+    );
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    rt.block_on(async {
+        assert_eq!(seen_a.await.unwrap(), None);
+        assert_eq!(seen_b.await.unwrap(), None);
+    });
+    drop(rt); // the hook frees a task's fork after its output is handed over: wait for it
+    assert_eq!(Arc::strong_count(&value), 1);
+}
+
 #[test]
 fn crate_spawns_still_fork_on_a_propagating_runtime() {
     let rt = propagating_multi_thread(2);
