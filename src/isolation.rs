@@ -37,9 +37,14 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          `contextvars::tower::ContextLayer`, outside every middleware that writes (the first \
          layer of a `ServiceBuilder` or of tonic's `Server::builder()`, the last `.layer` call \
          in axum);\n\
-         - a task you spawn: spawn it with `contextvars::task::spawn` (or `spawn_blocking`), or \
-         wrap its future with `.with_current_context()` (from `contextvars::FutureExt`: \
-         opentelemetry's trait has a method of that name);\n\
+         - a server that is not tower (actix-web): in a middleware registered with the last \
+         `.wrap` call (a `wrap_fn` closure or your `Service::call`), return \
+         `contextvars::Scoped::from_call(contextvars::Context::new(), || service.call(request))` \
+         and `set` inside that closure or below it;\n\
+         - a task you spawn: spawn it with `contextvars::task::spawn` (or `spawn_local` for \
+         `actix_web::rt::spawn`, `spawn_blocking` for `web::block`), or wrap its future with \
+         `.with_current_context()` (from `contextvars::FutureExt`: opentelemetry's trait has a \
+         method of that name);\n\
          - work a library took out of the request (axum's `WebSocketUpgrade::on_upgrade` \
          callback, a streamed body or response stream): take \
          `let ctx = contextvars::Context::current().fork();` in the handler and run the future \
@@ -47,8 +52,9 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          `.with_current_context()` inside the callback forks the worker's empty context, not \
          the request's;\n\
          - every task of a runtime: build it with `contextvars::runtime::propagate` (needs \
-         `RUSTFLAGS=\"--cfg tokio_unstable\"`; a server still needs `ContextLayer`, since the \
-         requests of one connection share its task).\n\
+         `RUSTFLAGS=\"--cfg tokio_unstable\"`; not `LocalSet` tasks, so not actix-web's; a \
+         server still needs `ContextLayer`, since the requests of one connection share its \
+         task).\n\
          If none of these applies, check that one version of contextvars is linked \
          (`cargo tree -d` lists crates linked twice). RUST_BACKTRACE=1 shows the call that wrote."
     )

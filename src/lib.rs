@@ -180,7 +180,9 @@
 //!   one keep-alive connection carries are served in that connection's task, one after the
 //!   other, so what one sets the next would read. A server still needs `ContextLayer`.
 //! - **Every request of a service**: `tower::ContextLayer` (feature `tower`) runs each request
-//!   in its own fork, so middleware and handlers can simply `set` (Django-style).
+//!   in its own fork, so middleware and handlers can simply `set` (Django-style). A server
+//!   that is not tower (actix-web): a middleware of yours that returns
+//!   [`Scoped::from_call`] (see [actix-web](#actix-web-and-other-servers-that-are-not-tower)).
 //! - **A task**: [`task::spawn`], [`task::spawn_local`], [`task::spawn_blocking`].
 //! - **A future** handed to anything else: [`FutureExt::with_current_context`].
 //! - **A callback or a pool job**: [`Context::wrap`] (an `Fn`, each call in its own fork) and
@@ -200,6 +202,47 @@
 //! so it *reads* the test's values, as a child would; on a multi-thread runtime it runs on a
 //! worker and reads nothing. A test that passes on one can fail on the other:
 //! `#[tokio::test(flavor = "multi_thread")]` runs it as a server does.
+//!
+//! ## actix-web and other servers that are not tower
+//!
+//! `tower::ContextLayer` is a tower layer; actix-web is not tower, and this crate does not
+//! depend on it. An actix-web worker is a current-thread runtime that serves each connection
+//! in a plain `spawn_local` task of a `LocalSet`, with no context of its own: without a
+//! middleware, a handler's `set` is refused (S21), and the panic drops the connection (the
+//! client gets no response; the worker goes on serving). `runtime::propagate` does not help
+//! there: a `LocalSet` calls no task hooks.
+//!
+//! Write the middleware yourself: in a `wrap_fn` closure, or in the `call` of your
+//! `Transform`'s service (`type Future = Scoped<S::Future>`), return
+//! `Scoped::from_call(Context::new(), || { REQUEST_ID.set(id); service.call(request) })`
+//! (the id read from the request's headers before). Each request then runs in a context of
+//! its own, and the handler, the code it calls and the middleware inside this one can simply
+//! `set` (Django-style); a keep-alive connection's next request starts empty again. Register
+//! it with the *last* `.wrap` call of the `App` (the outermost), outside every middleware that
+//! sets or logs request values: `tracing_actix_web::TracingLogger` logs its error line on its
+//! way out, so it goes inside (an earlier `.wrap`). Its span has a field named `request_id` of
+//! its own: a variable of that name shown by [`tracing::ContextFields`] puts two `request_id=`
+//! on one text line. Then, inside the request:
+//!
+//! - `actix_web::rt::spawn` is a plain `tokio::task::spawn_local`: the child reads none of the
+//!   request's values, and its `set` is refused. Use [`task::spawn_local`], or wrap the future
+//!   with `.with_current_context()`.
+//! - `web::block(f)` runs `f` in a plain `spawn_blocking` job, likewise: use
+//!   `web::block(Context::current().fork().bind(f))` ([`Context::bind`]), or
+//!   [`task::spawn_blocking`].
+//! - A streamed response (`HttpResponse::Ok().streaming(stream)`) is polled after the
+//!   middleware's future has finished, outside the request's context: pass
+//!   `Scoped::new(Context::current().fork(), stream)` (feature `futures`). For every body at
+//!   once, map the `ServiceResponse`'s body in the middleware onto a `MessageBody` of yours
+//!   whose `poll_next` polls the inner body inside [`Context::run`] on the context the
+//!   middleware's future ended with ([`Context::current`] taken there).
+//! - `#[actix_web::test]` with `test::call_service` polls the app in the test's root future,
+//!   which is not a task: there a handler's `set` without the middleware is *not* refused, goes
+//!   to the test thread's context and is seen by the next call. Test the service as it is
+//!   served (`HttpServer` and a real client), or with the middleware in the tested `App`.
+//!
+//! The same holds for any server whose middleware calls an inner service and returns its
+//! future. [`Scoped::from_call`] shows the pattern on a `LocalSet` without actix-web.
 //!
 //! ## `JoinSet`
 //!

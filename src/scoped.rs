@@ -123,10 +123,59 @@ impl<F> Scoped<F> {
         }
     }
 
+    /// Calls `call` with `context` entered and wraps the future it returns, so that what `call`
+    /// sets before returning and what the future sets later both land in `context`. The
+    /// `Scoped` is a task of its own, as a request of `tower::ContextLayer` is: its
+    /// thread-critical [`Local`](crate::Local) values (S19) are its own, those `call` sets
+    /// included.
+    ///
+    /// The per-request middleware of a server that is not tower — actix-web (a `wrap_fn`
+    /// closure, or your `Service::call`), or any framework whose middleware calls the inner
+    /// service and returns its future: `Scoped::from_call(Context::new(), || inner.call(req))`
+    /// gives each request a context of its own, in which the middleware's own `set`s, the
+    /// inner service's `call` and the handler all write. `Context::new()` gives each request an
+    /// empty context; `Context::current().fork()` gives it the values of the connection's task
+    /// (usually none). With `f.with_context(ctx)` instead, `call` itself would run outside
+    /// `ctx`: a `set` there is refused (S21) or lands in the context around the middleware.
+    ///
+    /// # Examples
+    ///
+    /// actix-web serves each connection in a plain `spawn_local` task of a `LocalSet`, with no
+    /// context of its own; here `inner_call` plays the inner service:
+    ///
+    /// ```
+    /// use contextvars::{Context, ContextVar, Scoped};
+    ///
+    /// static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+    ///
+    /// /// The inner service's `call`: sets a value, then returns its future.
+    /// fn inner_call(id: String) -> impl Future<Output = Option<String>> {
+    ///     REQUEST_ID.set(id); // in the request's context: `from_call` entered it
+    ///     async {
+    ///         tokio::task::yield_now().await; // the other request runs here
+    ///         REQUEST_ID.get_cloned()
+    ///     }
+    /// }
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let local = tokio::task::LocalSet::new();
+    /// local.block_on(&rt, async {
+    ///     let a = Scoped::from_call(Context::new(), || inner_call("a".into()));
+    ///     let b = Scoped::from_call(Context::new(), || inner_call("b".into()));
+    ///     let a = tokio::task::spawn_local(a); // plain tasks, as actix-web's connections
+    ///     let b = tokio::task::spawn_local(b);
+    ///     assert_eq!(a.await.unwrap().as_deref(), Some("a"));
+    ///     assert_eq!(b.await.unwrap().as_deref(), Some("b"));
+    /// });
+    /// ```
+    pub fn from_call(context: Context, call: impl FnOnce() -> F) -> Self {
+        Self::made_as_task(context, call)
+    }
+
     /// [`Scoped::new_task`] for a future that `make` makes inside the task's entry, so that
     /// what it sets on the way, thread-critical values included, is the task's own: a request
-    /// of `tower::ContextLayer`, whose inner service's `call` may set before returning.
-    #[cfg(feature = "tower")]
+    /// of `tower::ContextLayer` or of [`Scoped::from_call`], whose inner service's `call` may
+    /// set before returning.
     #[inline]
     pub(crate) fn made_as_task(mut context: Context, make: impl FnOnce() -> F) -> Self {
         let mut critical = None;
