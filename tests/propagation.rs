@@ -439,6 +439,59 @@ fn inject_cuts_at_member_boundaries_within_the_limits() {
 }
 
 #[test]
+fn a_member_of_ours_that_fills_the_byte_limit_exactly_still_goes() {
+    // `tenant=` and the value: MAX_HEADER_BYTES bytes on the wire, no more.
+    let fits = "y".repeat(MAX_HEADER_BYTES - "tenant=".len());
+    let headers = injected(&fits);
+    assert_eq!(headers["baggage"].len(), MAX_HEADER_BYTES);
+    assert_eq!(tenant_in(&headers), Some(fits.clone()));
+    // One byte more: left out whole.
+    let over = format!("{fits}y");
+    assert!(injected(&over).get("baggage").is_none());
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TENANT.sync_scope(over, || baggage().inject(&mut carrier));
+    assert!(carrier.is_empty(), "{}", carrier["baggage"].len());
+
+    // Two of ours: the `,` between them counts too.
+    let both = |tenant: String| {
+        let mut headers = HeaderMap::new();
+        TENANT.sync_scope(tenant, || {
+            RETRIES.sync_scope(3, || baggage().inject_headers(&mut headers));
+        });
+        headers["baggage"].to_str().unwrap().to_owned()
+    };
+    let fits = "y".repeat(MAX_HEADER_BYTES - "tenant=".len() - ",retries=3".len());
+    let header = both(fits.clone());
+    assert_eq!(header.len(), MAX_HEADER_BYTES);
+    assert!(
+        header.ends_with(",retries=3"),
+        "{}",
+        &header[header.len() - 20..]
+    );
+    // One byte more: the first named goes, the second is left out.
+    let header = both(format!("{fits}y"));
+    assert_eq!(header, format!("tenant={fits}y"));
+}
+
+#[test]
+fn foreign_members_fill_what_ours_leave_to_the_byte() {
+    // Ours: `tenant=acme`, 11 bytes, and the `,` before it.
+    let room = MAX_HEADER_BYTES - ",tenant=acme".len();
+    let foreign = |len: usize| format!("f={}", "z".repeat(len - "f=".len()));
+    let mut headers = headers_from_bytes(foreign(room).as_bytes());
+    TENANT.sync_scope("acme".into(), || baggage().inject_headers(&mut headers));
+    assert_eq!(headers["baggage"].len(), MAX_HEADER_BYTES);
+    assert_eq!(
+        headers["baggage"].to_str().unwrap(),
+        format!("{},tenant=acme", foreign(room))
+    );
+    // One byte more: the foreign member is left out whole, ours still goes.
+    let mut headers = headers_from_bytes(foreign(room + 1).as_bytes());
+    TENANT.sync_scope("acme".into(), || baggage().inject_headers(&mut headers));
+    assert_eq!(headers["baggage"], "tenant=acme");
+}
+
+#[test]
 fn many_vars_stay_within_the_limits() {
     // 80 vars of 200 bytes each: more than 64 members and more than 8,192 bytes.
     let vars: Vec<&'static ContextVar<String>> = (0..80)
@@ -1106,4 +1159,53 @@ fn the_propagator_leaves_out_an_opentelemetry_member_no_header_can_carry() {
             "{reported:?}"
         );
     }
+}
+
+/// A propagator injection that leaves no member out makes no report: the `WARN` event is for
+/// members left out, not one per outgoing request.
+#[cfg(feature = "tracing")]
+#[test]
+fn a_propagator_injection_that_leaves_nothing_out_reports_nothing() {
+    let otel =
+        opentelemetry::Context::new().with_baggage([opentelemetry::KeyValue::new("plan", "gold")]);
+    let mut carrier = HashMap::new();
+    let reported = warnings(|| {
+        TENANT.sync_scope("acme".to_owned(), || {
+            baggage().propagator().inject_context(&otel, &mut carrier);
+        });
+    });
+    assert_eq!(carrier["baggage"], "plan=gold,tenant=acme");
+    assert!(reported.is_empty(), "{reported:?}");
+}
+
+/// A carrier with several values for one field, as opentelemetry-http's `HeaderExtractor` over
+/// several `baggage` header lines.
+struct LinesExtractor<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for LinesExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+        let all: Vec<&str> = self
+            .0
+            .get_all(key)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!all.is_empty()).then_some(all)
+    }
+}
+
+#[test]
+fn every_value_of_a_carrier_field_is_read_as_one_list() {
+    let mut headers = HeaderMap::new();
+    headers.append("baggage", HeaderValue::from_static("tenant=acme"));
+    headers.append("baggage", HeaderValue::from_static("retries=3"));
+    let context = baggage().extract(&LinesExtractor(&headers));
+    assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"));
+    assert_eq!(seen(&context, &RETRIES), Some(3));
 }

@@ -720,6 +720,15 @@ mod across_services {
     }
 
     #[test]
+    fn propagate_service_forwards_poll_ready_untouched() {
+        let mut client = PropagateLayer::new(baggage()).layer(NotReady::default());
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+        assert_eq!(client.poll_ready(&mut cx), Poll::Pending);
+        assert_eq!(client.poll_ready(&mut cx), Poll::Ready(Err("overloaded")));
+        assert_eq!(client.into_inner().polls, 2);
+    }
+
+    #[test]
     fn propagate_service_is_clone_and_debug() {
         let client = PropagateService::new(
             service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(()) }),
