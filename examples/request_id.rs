@@ -23,7 +23,12 @@ static LINES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 /// `produced_by` is only here so that the example can count wrong lines at the end.
 fn log(produced_by: &str, message: &str) {
     let shown = REQUEST_ID.with(|id| id.cloned().unwrap_or_else(|| "-".into()));
-    println!("[{shown:>6}] {message}");
+    let mark = if shown == produced_by {
+        String::new()
+    } else {
+        format!("   <- wrong, really {produced_by}")
+    };
+    println!("[{shown:>6}] {message}{mark}");
     LINES.lock().unwrap().push((produced_by.to_string(), shown));
 }
 
@@ -64,7 +69,12 @@ thread_local! {
 
 fn log_thread_local(produced_by: &str, message: &str) {
     let shown = THREAD_REQUEST_ID.with(|id| id.borrow().clone().unwrap_or_else(|| "-".into()));
-    println!("[{shown:>6}] {message}");
+    let mark = if shown == produced_by {
+        String::new()
+    } else {
+        format!("   <- wrong, really {produced_by}")
+    };
+    println!("[{shown:>6}] {message}{mark}");
     LINES.lock().unwrap().push((produced_by.to_string(), shown));
 }
 

@@ -32,6 +32,11 @@
 //! [MSRV and semver](#msrv-and-semver-policy), [how it works inside](#how-it-works-inside),
 //! and the numbered rules the tests check: [**Semantics**](#semantics).
 //!
+//! Serving HTTP: with axum, tonic or hyper, start at the [`tower`] module (one context per
+//! request, a complete axum service); with actix-web, at
+//! [its section](#actix-web-and-other-servers-that-are-not-tower); across services, at
+//! [`propagation`]; log lines, at [`tracing`].
+//!
 //! # The model
 //!
 //! - A [`Context`] maps variables to values. Each thread has a *current* context;
