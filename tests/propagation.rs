@@ -1017,6 +1017,7 @@ fn propagator_writes_otel_baggage_and_ours_in_one_header() {
     assert!(headers.get("baggage").is_none());
 }
 
+/// opentelemetry-http's `HeaderExtractor`: every line of a field, through `get_all`.
 struct HeaderExtractorForTest<'a>(&'a HeaderMap);
 
 impl opentelemetry::propagation::Extractor for HeaderExtractorForTest<'_> {
@@ -1025,6 +1026,15 @@ impl opentelemetry::propagation::Extractor for HeaderExtractorForTest<'_> {
     }
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
+    }
+    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+        let all: Vec<&str> = self
+            .0
+            .get_all(key)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!all.is_empty()).then_some(all)
     }
 }
 
@@ -1178,34 +1188,12 @@ fn a_propagator_injection_that_leaves_nothing_out_reports_nothing() {
     assert!(reported.is_empty(), "{reported:?}");
 }
 
-/// A carrier with several values for one field, as opentelemetry-http's `HeaderExtractor` over
-/// several `baggage` header lines.
-struct LinesExtractor<'a>(&'a HeaderMap);
-
-impl opentelemetry::propagation::Extractor for LinesExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
-        let all: Vec<&str> = self
-            .0
-            .get_all(key)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        (!all.is_empty()).then_some(all)
-    }
-}
-
 #[test]
 fn every_value_of_a_carrier_field_is_read_as_one_list() {
     let mut headers = HeaderMap::new();
     headers.append("baggage", HeaderValue::from_static("tenant=acme"));
     headers.append("baggage", HeaderValue::from_static("retries=3"));
-    let context = baggage().extract(&LinesExtractor(&headers));
+    let context = baggage().extract(&HeaderExtractorForTest(&headers));
     assert_eq!(seen(&context, &TENANT).as_deref(), Some("acme"));
     assert_eq!(seen(&context, &RETRIES), Some(3));
 }
