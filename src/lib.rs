@@ -239,8 +239,9 @@
 //!   middleware's future has finished, outside the request's context: pass
 //!   `Scoped::new(Context::current().fork(), stream)` (feature `futures`). For every body at
 //!   once, map the `ServiceResponse`'s body in the middleware onto a `MessageBody` of yours
-//!   whose `poll_next` polls the inner body inside [`Context::run`] on the context the
-//!   middleware's future ended with ([`Context::current`] taken there).
+//!   whose `poll_next` polls the inner body inside [`Context::run`] on the request's context:
+//!   take [`Context::current`] in an `async` block inside the `from_call` closure, after
+//!   awaiting the inner service's future.
 //! - `#[actix_web::test]` with `test::call_service` polls the app in the test's root future,
 //!   which is not a task: there a handler's `set` without the middleware is *not* refused, goes
 //!   to the test thread's context and is seen by the next call. Test the service as it is
@@ -663,10 +664,10 @@
 //! # }
 //! ```
 //!
-//! The view holds that pool thread until it ends, as asgiref's thread does (Tokio's pool has
-//! 512 threads by default). While a `sync_to_async` call runs there, the view's other futures
-//! wait; tasks it spawns run on the runtime's workers, and a `sync_to_async` awaited in one of
-//! them goes to the pool.
+//! The view holds that pool thread until it ends, as asgiref's thread does (Tokio's pool grows
+//! to 512 threads by default). While a `sync_to_async` call runs there, the view's other futures
+//! wait; tasks it spawns run on the runtime, not on that thread, and a `sync_to_async` awaited
+//! in one of them goes to the pool.
 //!
 //! Two more differences a port meets. Values set before the server starts, in `main` or
 //! `#[tokio::main]` before `axum::serve`, do not reliably reach requests: Python's
@@ -747,7 +748,7 @@
 //! ```
 //!
 //! The same goes for a [`.with_current_context()`](FutureExt::with_current_context) or a
-//! `Context::current().scope(..)` written in the arguments of a `scope`: it forks the context
+//! `Context::current().scope(..)` written in the arguments of a `scope`: it copies the context
 //! current where it is written, before the outer scope runs.
 //!
 //! # Cargo features
@@ -918,11 +919,12 @@
 //!   spawned with `tokio::spawn(fut.with_current_context())`) — a `scope` or a `join!` branch
 //!   inside it shares the task's values — and each task of [`task::spawn`] or
 //!   [`task::spawn_local`] (even when its executor is driven inside another task: a runtime in
-//!   `block_in_place`, a `LocalSet` in a `Scoped`), each request of `tower::ContextLayer` (its
-//!   `call` included), each future `async_to_sync` drives, each blocking job, each call of
-//!   [`Context::wrap`] and each closure of [`Context::bind`] (so each thread of
-//!   [`thread::spawn`]) is a task of its own. A thread-critical write inside a Tokio task with no
-//!   task of its own is refused (S21), also inside `run`, which gives no storage of its own.
+//!   `block_in_place`, a `LocalSet` in a `Scoped`), each request of `tower::ContextLayer` and
+//!   each [`Scoped::from_call`] (its `call` included), each future `async_to_sync` drives, each
+//!   blocking job, each call of [`Context::wrap`] and each closure of [`Context::bind`] (so each
+//!   thread of [`thread::spawn`]) is a task of its own. A thread-critical write inside a Tokio
+//!   task with no task of its own is refused (S21), also inside `run`, which gives no storage
+//!   of its own.
 //! - <a id="s20"></a>**S20 — forking.** [`Context::fork`] is `clone` plus each variable's
 //!   [`Inherit`] policy: [`Inherit::Share`] keeps the `Arc`, [`Inherit::Fork`] stores a new value
 //!   computed from the old, [`Inherit::None`] drops it. With no such variables a fork costs what a

@@ -129,14 +129,16 @@ impl<F> Scoped<F> {
     /// thread-critical [`Local`](crate::Local) values (S19) are its own, those `call` sets
     /// included.
     ///
-    /// The per-request middleware of a server that is not tower — actix-web (a `wrap_fn`
-    /// closure, or your `Service::call`), or any framework whose middleware calls the inner
-    /// service and returns its future: `Scoped::from_call(Context::new(), || inner.call(req))`
-    /// gives each request a context of its own, in which the middleware's own `set`s, the
-    /// inner service's `call` and the handler all write. `Context::new()` gives each request an
-    /// empty context; `Context::current().fork()` gives it the values of the connection's task
-    /// (usually none). With `f.with_context(ctx)` instead, `call` itself would run outside
-    /// `ctx`: a `set` there is refused (S21) or lands in the context around the middleware.
+    /// Use it in the per-request middleware of a server that is not tower: actix-web (a
+    /// `wrap_fn` closure, or your `Service::call`), or any framework whose middleware calls the
+    /// inner service and returns its future.
+    /// `Scoped::from_call(Context::new(), || inner.call(req))` gives each request a context of
+    /// its own, in which the middleware's own `set`s, the inner service's `call` and the handler
+    /// all write. `Context::new()` gives each request an empty context;
+    /// `Context::current().fork()` gives it the values current where the middleware runs (on
+    /// actix-web, the worker thread's: usually none). With `inner.call(req).with_context(ctx)`
+    /// instead, `call` runs before `ctx` is entered: a `set` there is refused (S21) or lands in
+    /// the context around the middleware.
     ///
     /// # Examples
     ///
