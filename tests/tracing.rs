@@ -1,5 +1,5 @@
 //! `contextvars::tracing`: context variables on every `tracing` event.
-#![cfg(feature = "tracing")]
+#![cfg(all(feature = "tracing", feature = "tokio"))]
 
 use std::io;
 use std::sync::{Arc, Mutex};
