@@ -208,48 +208,6 @@
 //! worker and reads nothing. A test that passes on one can fail on the other:
 //! `#[tokio::test(flavor = "multi_thread")]` runs it as a server does.
 //!
-//! ## actix-web and other servers that are not tower
-//!
-//! `tower::ContextLayer` is a tower layer; actix-web is not tower, and this crate does not
-//! depend on it. An actix-web worker is a current-thread runtime that serves each connection
-//! in a plain `spawn_local` task of a `LocalSet`, with no context of its own: without a
-//! middleware, a handler's `set` is refused (S21), and the panic drops the connection (the
-//! client gets no response; the worker goes on serving). `runtime::propagate` does not help
-//! there: a `LocalSet` calls no task hooks.
-//!
-//! Write the middleware yourself: in a `wrap_fn` closure, or in the `call` of your
-//! `Transform`'s service (`type Future = Scoped<S::Future>`), return
-//! `Scoped::from_call(Context::new(), || { REQUEST_ID.set(id); service.call(request) })`
-//! (the id read from the request's headers before). Each request then runs in a context of
-//! its own, and the handler, the code it calls and the middleware inside this one can simply
-//! `set` (Django-style); a keep-alive connection's next request starts empty again. Register
-//! it with the *last* `.wrap` call of the `App` (the outermost), outside every middleware that
-//! sets or logs request values: `tracing_actix_web::TracingLogger` logs its error line on its
-//! way out, so it goes inside (an earlier `.wrap`). Its span has a field named `request_id` of
-//! its own: a variable of that name shown by [`tracing::ContextFields`] puts two `request_id=`
-//! on one text line. Then, inside the request:
-//!
-//! - `actix_web::rt::spawn` is a plain `tokio::task::spawn_local`: the child reads none of the
-//!   request's values, and its `set` is refused. Use [`task::spawn_local`], or wrap the future
-//!   with `.with_current_context()`.
-//! - `web::block(f)` runs `f` in a plain `spawn_blocking` job, likewise: use
-//!   `web::block(Context::current().fork().bind(f))` ([`Context::bind`]), or
-//!   [`task::spawn_blocking`].
-//! - A streamed response (`HttpResponse::Ok().streaming(stream)`) is polled after the
-//!   middleware's future has finished, outside the request's context: pass
-//!   `Scoped::new(Context::current().fork(), stream)` (feature `futures`). For every body at
-//!   once, map the `ServiceResponse`'s body in the middleware onto a `MessageBody` of yours
-//!   whose `poll_next` polls the inner body inside [`Context::run`] on the request's context:
-//!   take [`Context::current`] in an `async` block inside the `from_call` closure, after
-//!   awaiting the inner service's future.
-//! - `#[actix_web::test]` with `test::call_service` polls the app in the test's root future,
-//!   which is not a task: there a handler's `set` without the middleware is *not* refused, goes
-//!   to the test thread's context and is seen by the next call. Test the service as it is
-//!   served (`HttpServer` and a real client), or with the middleware in the tested `App`.
-//!
-//! The same holds for any server whose middleware calls an inner service and returns its
-//! future. [`Scoped::from_call`] shows the pattern on a `LocalSet` without actix-web.
-//!
 //! ## `JoinSet`
 //!
 //! `JoinSet::spawn` is a plain `tokio::spawn`: wrap each future.
@@ -410,6 +368,48 @@
 //!   `tokio`: your own tests (`cargo test -p your-crate`) then let a write in a plain
 //!   `tokio::spawn` land in the worker's shared context, where your users' builds, with `tokio`
 //!   on, panic.
+//!
+//! ## actix-web and other servers that are not tower
+//!
+//! `tower::ContextLayer` is a tower layer; actix-web is not tower, and this crate does not
+//! depend on it. An actix-web worker is a current-thread runtime that serves each connection
+//! in a plain `spawn_local` task of a `LocalSet`, with no context of its own: without a
+//! middleware, a handler's `set` is refused (S21), and the panic drops the connection (the
+//! client gets no response; the worker goes on serving). `runtime::propagate` does not help
+//! there: a `LocalSet` calls no task hooks.
+//!
+//! Write the middleware yourself: in a `wrap_fn` closure, or in the `call` of your
+//! `Transform`'s service (`type Future = Scoped<S::Future>`), return
+//! `Scoped::from_call(Context::new(), || { REQUEST_ID.set(id); service.call(request) })`
+//! (the id read from the request's headers before). Each request then runs in a context of
+//! its own, and the handler, the code it calls and the middleware inside this one can simply
+//! `set` (Django-style); a keep-alive connection's next request starts empty again. Register
+//! it with the *last* `.wrap` call of the `App` (the outermost), outside every middleware that
+//! sets or logs request values: `tracing_actix_web::TracingLogger` logs its error line on its
+//! way out, so it goes inside (an earlier `.wrap`). Its span has a field named `request_id` of
+//! its own: a variable of that name shown by [`tracing::ContextFields`] puts two `request_id=`
+//! on one text line. Then, inside the request:
+//!
+//! - `actix_web::rt::spawn` is a plain `tokio::task::spawn_local`: the child reads none of the
+//!   request's values, and its `set` is refused. Use [`task::spawn_local`], or wrap the future
+//!   with `.with_current_context()`.
+//! - `web::block(f)` runs `f` in a plain `spawn_blocking` job, likewise: use
+//!   `web::block(Context::current().fork().bind(f))` ([`Context::bind`]), or
+//!   [`task::spawn_blocking`].
+//! - A streamed response (`HttpResponse::Ok().streaming(stream)`) is polled after the
+//!   middleware's future has finished, outside the request's context: pass
+//!   `Scoped::new(Context::current().fork(), stream)` (feature `futures`). For every body at
+//!   once, map the `ServiceResponse`'s body in the middleware onto a `MessageBody` of yours
+//!   whose `poll_next` polls the inner body inside [`Context::run`] on the request's context:
+//!   take [`Context::current`] in an `async` block inside the `from_call` closure, after
+//!   awaiting the inner service's future.
+//! - `#[actix_web::test]` with `test::call_service` polls the app in the test's root future,
+//!   which is not a task: there a handler's `set` without the middleware is *not* refused, goes
+//!   to the test thread's context and is seen by the next call. Test the service as it is
+//!   served (`HttpServer` and a real client), or with the middleware in the tested `App`.
+//!
+//! The same holds for any server whose middleware calls an inner service and returns its
+//! future. [`Scoped::from_call`] shows the pattern on a `LocalSet` without actix-web.
 //!
 //! # Named attributes: `Local`
 //!
