@@ -171,10 +171,11 @@
 //! thread has (S13): spawned with a plain `tokio::spawn`, that is the worker thread's own
 //! context, which every such task on that worker shares — the `thread_local!` bug. So the crate
 //! refuses to write there: [`ContextVar::set`], [`set_arc`](ContextVar::set_arc),
-//! [`reset`](ContextVar::reset), [`Local::set`] and [`Local::remove`] inside a Tokio task with
-//! no context entered panic with a message that names the call and the fixes (S21). Reads are
-//! never refused, and the root future of `block_on` / `#[tokio::main]` is not a task: writes
-//! there go to the calling thread's context, as in plain code.
+//! [`set_guarded`](ContextVar::set_guarded), [`reset`](ContextVar::reset), [`Local::set`] and
+//! [`Local::remove`] inside a Tokio task with no context entered panic with a message that
+//! names the call and the fixes (S21). Reads are never refused, and the root future of
+//! `block_on` / `#[tokio::main]` is not a task: writes there go to the calling thread's
+//! context, as in plain code.
 //!
 //! The ways to give work a context of its own, from the widest:
 //!
@@ -190,6 +191,11 @@
 //!   [`Scoped::from_call`] (see [actix-web](#actix-web-and-other-servers-that-are-not-tower)).
 //! - **A task**: [`task::spawn`], [`task::spawn_local`], [`task::spawn_blocking`].
 //! - **A future** handed to anything else: [`FutureExt::with_current_context`].
+//! - **Work a library runs after the handler** (axum's `WebSocketUpgrade::on_upgrade`
+//!   callback, a streamed response body): take `let ctx = Context::current().fork();` in the
+//!   handler and run the work with `.with_context(ctx)` (a stream: `Scoped::new(ctx, stream)`).
+//!   `.with_current_context()` inside the callback forks the context of the task it runs in
+//!   (usually the worker's empty one), not the request's. The [`tower`] module shows both.
 //! - **A callback or a pool job**: [`Context::wrap`] (an `Fn`, each call in its own fork) and
 //!   [`Context::bind`] (an `FnOnce`).
 //!
