@@ -104,8 +104,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// In a future with *no* context of its own (a branch of a `join!` without
     /// `.with_current_context()`), other futures share the context, so guards held across an
     /// `.await` there can drop out of order and restore each other's values, exactly as Python
-    /// tokens do in one context. Give each branch its own context (see the crate docs,
-    /// "Isolation by default").
+    /// tokens do in one context. Give each branch its own context (see
+    /// [`join!` and `select!`](crate#join-and-select-asynciogather-and-its-kin)).
     ///
     /// # Panics
     ///

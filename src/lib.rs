@@ -962,7 +962,9 @@
 //!   values (S19) too, which start empty in each call. [`Context::bind`] does the same for an
 //!   `FnOnce`, in the context it is given (no fork). `JoinSet`, `join!`, `select!`,
 //!   `join_all` and `FuturesUnordered` get one context per future with `.with_current_context()`
-//!   on each ([examples](#isolation-by-default)).
+//!   on each (examples: [`JoinSet`](#joinset),
+//!   [`join!`](#join-and-select-asynciogather-and-its-kin),
+//!   [`join_all`](#join_all-and-futuresunordered)).
 //! - <a id="s24"></a>**S24 — a whole runtime.** With [`runtime::propagate`] (`--cfg
 //!   tokio_unstable`), tasks spawned by any code on that runtime get a fork of the spawner's context
 //!   taken at the spawn call, their own context on every poll and for their drop, and leave

@@ -79,7 +79,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// The default is created once, on first use, and shared by every context and thread (S2),
     /// like a Python default object. It is never *bound*: [`is_set`](ContextVar::is_set),
     /// [`Context::get`] and [`Context::len`] do not see it. If `T` has interior mutability,
-    /// every reader shares the one default: see the crate docs on the shallow-copy pitfall.
+    /// every reader shares the one default: see
+    /// [the shallow-copy pitfall](crate#the-shallow-copy-pitfall).
     ///
     /// # Panics
     ///
@@ -254,7 +255,8 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// [`run`](Context::run) or a [`sync_scope`](ContextVar::sync_scope), on a runtime without
     /// `runtime::propagate` — the write would land in the worker thread's context, shared by
     /// every such task, so it panics instead (S21). The root future of `block_on` /
-    /// `#[tokio::main]` is not a task: writes there are allowed.
+    /// `#[tokio::main]` is not a task: writes there are allowed. The ways to give a task a
+    /// context of its own: [isolation by default](crate#isolation-by-default).
     ///
     /// # Examples
     ///
