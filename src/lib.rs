@@ -44,7 +44,8 @@
 //! - Copying a context ([`copy_context`], `clone`) is O(1) whatever its size: the map is
 //!   persistent and shares structure between copies. So is [`Context::fork`] unless a bound
 //!   variable has an [`Inherit`] policy other than `Share` (then it walks the bindings once). A
-//!   copy is independent: a `set` on one side is not seen by the other.
+//!   copy is independent: a `set` on one side is not seen by the other. It is also shallow:
+//!   values are shared `Arc`s (see [the shallow-copy pitfall](#the-shallow-copy-pitfall)).
 //! - [`Context::run`] makes a context current for the length of a closure; what the closure
 //!   sets stays in that context. [`ContextVar::sync_scope`] runs a closure in a copy with one
 //!   variable set; nothing leaks out.
