@@ -519,7 +519,7 @@
 //! | `async with asyncio.TaskGroup() as tg: tg.create_task(c)` | a `JoinSet` of `.with_current_context()` futures, or [`task::spawn`] handles |
 //! | `asyncio.to_thread(f)` | [`task::spawn_blocking`] |
 //! | `loop.run_in_executor(pool, f)` | `pool.execute(Context::current().fork().bind(f))` ([`Context::bind`]) |
-//! | `loop.call_soon(cb, context=ctx)` | `move || ctx.run(cb)` on the same thread; `ctx.bind(cb)`, or [`Context::wrap`] for a callback called many times, to run it as a task of its own (no thread-critical values) |
+//! | `loop.call_soon(cb, context=ctx)` | `move \|\| ctx.run(cb)` on the same thread; `ctx.bind(cb)`, or [`Context::wrap`] for a callback called many times, to run it as a task of its own (no thread-critical values) |
 //! | `threading.Thread(target=f)` | `std::thread::spawn` (starts empty, as in Python) or [`thread::spawn`] (a copy) |
 //! | asgiref `sync_to_async(f)` / `@sync_to_async` | [`task::sync_to_async`]`(f).await` |
 //! | asgiref `async_to_sync(coro)` / `@async_to_sync` | [`task::async_to_sync`]`(fut)` |
