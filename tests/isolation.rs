@@ -65,6 +65,7 @@ fn assert_s21(message: &str, call: &str) {
         "contextvars::task::spawn",
         ".with_current_context()",
         "contextvars::tower::ContextLayer",
+        "contextvars::Scoped::from_call",
         "contextvars::runtime::propagate",
         "contextvars::FutureExt",
         "cargo tree -d",
