@@ -724,9 +724,10 @@
 //! ```
 //!
 //! Beyond `task_local!`: `set` works anywhere inside a task that has a context of its own
-//! (`task::spawn`, `.with_current_context()`, `tower::ContextLayer`, `runtime::propagate`), and
-//! `try_with` becomes [`with`](ContextVar::with) or [`get`](ContextVar::get): a missing value is
-//! `None`, never an error. Both enter their value on every poll.
+//! (`task::spawn`, `.with_current_context()`, `tower::ContextLayer`, `runtime::propagate`: see
+//! [isolation by default](#isolation-by-default)), and `try_with` becomes
+//! [`with`](ContextVar::with) or [`get`](ContextVar::get): a missing value is `None`, never an
+//! error. Like `task_local!`'s `scope`, a [`Scoped`] enters its context on every poll.
 //!
 //! One difference: a `scope` takes its copy of the current context when it is *called*, not
 //! when it is first polled (S14), and a [`Scoped`] makes its whole context current, so nested
