@@ -63,11 +63,9 @@
 //! is emitted in the layer's `call`, before the request's context exists and outside the spans
 //! of the layers inside it: the line carries no variable of the request (not even those the
 //! header did carry) and no span of a layer inside `ContextLayer`. When a key comes twice,
-//! opentelemetry keeps
-//! the last well-formed member, without a report. Members under other keys are not read, so
-//! a bad one is skipped without a report.
-//! Nothing here panics on any input, and a value is either the one the sender encoded or
-//! absent — never a garbled one.
+//! opentelemetry keeps the last well-formed member, without a report. Members under other keys
+//! are not read, so a bad one is skipped without a report. Nothing here panics on any input,
+//! and a value is either the one the sender encoded or absent — never a garbled one.
 //!
 //! A value that arrives may hold any character, line breaks and escape sequences included: it
 //! is what the sender encoded. [`tracing::ContextFields`] escapes control characters in text
