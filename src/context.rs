@@ -360,10 +360,14 @@ impl Context {
     /// Each item is the variable's [`VarKey`] and its value as `dyn Any` (the `T` itself, not
     /// the `Arc`): use `downcast_ref::<T>()` to read it.
     ///
+    /// A [`Local`](crate::Local)'s attributes are one binding of a hidden variable named
+    /// `Local` (S18), counted by [`len`](Context::len) too; its value is of a type you cannot
+    /// name, so skip it by name. A thread-critical `Local` keeps nothing in the context (S19).
+    ///
     /// # Examples
     ///
     /// ```
-    /// use contextvars::{Context, ContextVar};
+    /// use contextvars::{Context, ContextVar, Local};
     ///
     /// static USER: ContextVar<String> = ContextVar::new("user");
     /// let ctx = Context::new().with_value(&USER, "alice".to_string());
@@ -371,6 +375,19 @@ impl Context {
     ///     assert_eq!(key.name(), "user");
     ///     assert_eq!(value.downcast_ref::<String>().unwrap(), "alice");
     /// }
+    ///
+    /// static REQUEST: Local = Local::new();
+    /// static CONNECTION: Local = Local::thread_critical();
+    /// let mut ctx = ctx;
+    /// ctx.run(|| {
+    ///     REQUEST.set("id", 7u32);
+    ///     REQUEST.set("user", "alice");
+    ///     CONNECTION.set("conn", ());
+    /// });
+    /// let mut names: Vec<_> = ctx.iter().map(|(key, _)| key.name()).collect();
+    /// names.sort();
+    /// assert_eq!(names, ["Local", "user"]);
+    /// assert_eq!(ctx.len(), 2);
     /// ```
     #[inline]
     pub fn iter(&self) -> Iter<'_> {
