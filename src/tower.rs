@@ -56,6 +56,69 @@
 //! # });
 //! ```
 //!
+//! # Where the layer goes
+//!
+//! Outside every middleware that sets a variable. With tower's `ServiceBuilder`, as above, the
+//! *first* layer is the outer one; with axum's `.layer(a).layer(b)`, `b` is the outer one.
+//!
+//! Put it first, outside tower-http's layers too: a layer outside it runs outside the
+//! request's context, so what it logs carries none of the request's values — `TraceLayer`'s
+//! `on_response` and `on_failure` lines, and what `CatchPanicLayer`'s handler logs. Layers
+//! inside it see what a middleware set once that middleware has run: for
+//! `TraceLayer`'s `on_request` line to carry a request id too, put the middleware that sets it
+//! above `TraceLayer` (after `SetRequestIdLayer`, if that makes the id). `TraceLayer`'s
+//! `on_body_chunk` and `on_eos` run as the server polls the body, outside the request's context
+//! (see [streamed bodies](#streamed-bodies)).
+//!
+//! In axum, prefer one `Router::layer` call for `ContextLayer` and your middleware, as above,
+//! to a call of its own (`.layer(middleware::from_fn(request_id)).layer(ContextLayer::new())`
+//! works the same). axum boxes the service of every `Router::layer` call, and clones it and
+//! boxes its future on every request. Measured on the repository's load-test server (an axum
+//! hello-world called in process, BENCHMARKS.md), a call of its own for `ContextLayer` costs
+//! 1,400–1,700 instructions per request, more than all the crate's own work for the request
+//! (1,030–1,120). This holds for any middleware: axum's docs recommend
+//! `ServiceBuilder` for several layers (`tower` in your dependencies).
+//!
+//! The layer works on any `tower_service::Service<http::Request<B>>`: an axum `Router`, a hyper
+//! service wrapped with hyper-util's `TowerToHyperService`, or a tonic server:
+//!
+//! - for every service of the server, `Server::builder().layer(ContextLayer::new())`; the first
+//!   `.layer` of `Server::builder()` is the outer one, so put it before an interceptor layer
+//!   that sets variables;
+//! - for one service, `ContextLayer::new().named_layer(MyServer::new(svc))` (tonic's
+//!   `tonic::service::LayerExt`): `add_service` needs tonic's `NamedService`, which a
+//!   `ServiceBuilder`'s `ContextService` does not implement.
+//!
+//! The crate's tests do not build tonic; this wiring was checked with tonic 0.14 (240 and 1,000
+//! concurrent calls over one HTTP/2 connection, every log line of two services its own).
+//!
+//! # Without the layer
+//!
+//! hyper serves each connection in a task started with a plain `tokio::spawn`, which has no
+//! context of its own (S13). A `set` there would write into the worker thread's context, where
+//! every other connection on that thread would see it — the `thread_local!` bug. The crate
+//! refuses such writes with a panic that names the call and this layer (S21); the layer is the
+//! fix. The server logs the panic; the client sees the connection or stream reset (hyper
+//! drops the request: an HTTP/1 client gets no response, a gRPC client `Cancelled`, "h2
+//! protocol error").
+//!
+//! Under `runtime::propagate` (with `--cfg tokio_unstable`) the connection's task has a context
+//! of its own, so a missing layer is no longer refused: what one request sets, the next request
+//! on the same keep-alive connection reads. Serve with this layer there too.
+//!
+//! # What the request sees
+//!
+//! The request's context is [`Context::current().fork()`](Context::fork) taken at `call`: in a
+//! server, the context of the connection's task (usually empty), with each variable's
+//! [`Inherit`](crate::Inherit) policy applied. `poll_ready` is not part of any request and is
+//! forwarded to the inner service untouched, outside the request's context.
+//!
+//! So what `main` sets before it serves reaches requests only by accident: on a current-thread
+//! runtime the connection tasks run on `main`'s thread, in its context, and every request sees
+//! the value; on a multi-thread runtime none does (under `runtime::propagate` every one does:
+//! the server's tasks fork `main`'s context). Give process-wide settings a `static` (or
+//! `ContextVar::with_default`), and set per-request values in a middleware.
+//!
 //! # Streamed bodies
 //!
 //! The server polls a streamed response body (`Body::from_stream`, server-sent events, the
@@ -153,69 +216,6 @@
 //!
 //! Tasks that the session spawns (a reader and a writer over `socket.split()`, as in axum's
 //! docs) need [`task::spawn`] rather than `tokio::spawn`.
-//!
-//! # Where the layer goes
-//!
-//! Outside every middleware that sets a variable. With tower's `ServiceBuilder`, as above, the
-//! *first* layer is the outer one; with axum's `.layer(a).layer(b)`, `b` is the outer one.
-//!
-//! Put it first, outside tower-http's layers too: a layer outside it runs outside the
-//! request's context, so what it logs carries none of the request's values — `TraceLayer`'s
-//! `on_response` and `on_failure` lines, and what `CatchPanicLayer`'s handler logs. Layers
-//! inside it see what a middleware set once that middleware has run: for
-//! `TraceLayer`'s `on_request` line to carry a request id too, put the middleware that sets it
-//! above `TraceLayer` (after `SetRequestIdLayer`, if that makes the id). `TraceLayer`'s
-//! `on_body_chunk` and `on_eos` run as the server polls the body, outside the request's context
-//! (see [streamed bodies](#streamed-bodies)).
-//!
-//! In axum, prefer one `Router::layer` call for `ContextLayer` and your middleware, as above,
-//! to a call of its own (`.layer(middleware::from_fn(request_id)).layer(ContextLayer::new())`
-//! works the same). axum boxes the service of every `Router::layer` call, and clones it and
-//! boxes its future on every request. Measured on the repository's load-test server (an axum
-//! hello-world called in process, BENCHMARKS.md), a call of its own for `ContextLayer` costs
-//! 1,400–1,700 instructions per request, more than all the crate's own work for the request
-//! (1,030–1,120). This holds for any middleware: axum's docs recommend
-//! `ServiceBuilder` for several layers (`tower` in your dependencies).
-//!
-//! The layer works on any `tower_service::Service<http::Request<B>>`: an axum `Router`, a hyper
-//! service wrapped with hyper-util's `TowerToHyperService`, or a tonic server:
-//!
-//! - for every service of the server, `Server::builder().layer(ContextLayer::new())`; the first
-//!   `.layer` of `Server::builder()` is the outer one, so put it before an interceptor layer
-//!   that sets variables;
-//! - for one service, `ContextLayer::new().named_layer(MyServer::new(svc))` (tonic's
-//!   `tonic::service::LayerExt`): `add_service` needs tonic's `NamedService`, which a
-//!   `ServiceBuilder`'s `ContextService` does not implement.
-//!
-//! The crate's tests do not build tonic; this wiring was checked with tonic 0.14 (240 and 1,000
-//! concurrent calls over one HTTP/2 connection, every log line of two services its own).
-//!
-//! # Without the layer
-//!
-//! hyper serves each connection in a task started with a plain `tokio::spawn`, which has no
-//! context of its own (S13). A `set` there would write into the worker thread's context, where
-//! every other connection on that thread would see it — the `thread_local!` bug. The crate
-//! refuses such writes with a panic that names the call and this layer (S21); the layer is the
-//! fix. The server logs the panic; the client sees the connection or stream reset (hyper
-//! drops the request: an HTTP/1 client gets no response, a gRPC client `Cancelled`, "h2
-//! protocol error").
-//!
-//! Under `runtime::propagate` (with `--cfg tokio_unstable`) the connection's task has a context
-//! of its own, so a missing layer is no longer refused: what one request sets, the next request
-//! on the same keep-alive connection reads. Serve with this layer there too.
-//!
-//! # What the request sees
-//!
-//! The request's context is [`Context::current().fork()`](Context::fork) taken at `call`: in a
-//! server, the context of the connection's task (usually empty), with each variable's
-//! [`Inherit`](crate::Inherit) policy applied. `poll_ready` is not part of any request and is
-//! forwarded to the inner service untouched, outside the request's context.
-//!
-//! So what `main` sets before it serves reaches requests only by accident: on a current-thread
-//! runtime the connection tasks run on `main`'s thread, in its context, and every request sees
-//! the value; on a multi-thread runtime none does (under `runtime::propagate` every one does:
-//! the server's tasks fork `main`'s context). Give process-wide settings a `static` (or
-//! `ContextVar::with_default`), and set per-request values in a middleware.
 //!
 //! # Across services
 //!
