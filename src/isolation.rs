@@ -45,12 +45,12 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          `actix_web::rt::spawn`, `spawn_blocking` for `web::block`), or wrap its future with \
          `.with_current_context()` (from `contextvars::FutureExt`: opentelemetry's trait has a \
          method of that name);\n\
-         - work a library took out of the request (axum's `WebSocketUpgrade::on_upgrade` \
-         callback, a streamed body or response stream): take \
-         `let ctx = contextvars::Context::current().fork();` in the handler and run the future \
-         with `.with_context(ctx)` (a stream: `Scoped::new(ctx, stream)`); \
-         `.with_current_context()` inside the callback forks the worker's empty context, not \
-         the request's;\n\
+         - work taken out of the request (a job sent through a channel to a worker, axum's \
+         `WebSocketUpgrade::on_upgrade` callback, a streamed body or response stream): take \
+         `let ctx = contextvars::Context::current().fork();` in the handler, send it with the \
+         job, and run the future with `.with_context(ctx)` (a stream: \
+         `Scoped::new(ctx, stream)`); `.with_current_context()` in the worker or the callback \
+         forks the worker's context, not the request's;\n\
          - every task of a runtime: build it with `contextvars::runtime::propagate` (needs \
          `RUSTFLAGS=\"--cfg tokio_unstable\"`; not `LocalSet` tasks, so not actix-web's; a \
          server still needs `ContextLayer`, since the requests of one connection share its \

@@ -68,6 +68,8 @@ fn assert_s21(message: &str, call: &str) {
         "contextvars::Scoped::from_call",
         "contextvars::runtime::propagate",
         "contextvars::FutureExt",
+        "a job sent through a channel",
+        ".with_context(ctx)",
         "cargo tree -d",
     ] {
         assert!(
@@ -84,13 +86,13 @@ fn the_message_says_how_to_carry_a_request_into_a_websocket_upgrade_callback() {
     // axum's `on_upgrade` runs its callback in a plain `tokio::spawn`ed task, after the
     // response: the layer is there, one version is linked, and the write is still refused.
     // The message must say what to do there, and warn that `.with_current_context()` inside
-    // the callback forks the worker's empty context.
+    // the callback forks the worker's context.
     let message = refused_in_plain_task(async { ID.set(1) });
     for hint in [
         "on_upgrade",
         "Context::current().fork()",
         ".with_context(ctx)",
-        "forks the worker's empty context",
+        "forks the worker's context, not the request's",
     ] {
         assert!(message.contains(hint), "does not say {hint:?}: {message}");
     }
