@@ -35,7 +35,8 @@
 //! Serving HTTP: with axum, tonic or hyper, start at the [`tower`] module (one context per
 //! request, a complete axum service); with actix-web, at
 //! [its section](#actix-web-and-other-servers-that-are-not-tower); across services, at
-//! [`propagation`]; log lines, at [`tracing`].
+//! [`propagation`]; log lines, at [`tracing`]. A worker that runs jobs sent through a channel:
+//! [channels and job queues](#channels-and-job-queues).
 //!
 //! # The model
 //!
@@ -217,7 +218,8 @@
 //!
 //! ## `JoinSet`
 //!
-//! `JoinSet::spawn` is a plain `tokio::spawn`: wrap each future.
+//! `JoinSet::spawn` is a plain `tokio::spawn`: wrap each future. (A job that another task sent
+//! through a channel: see [channels and job queues](#channels-and-job-queues).)
 //!
 //! ```
 //! use contextvars::{ContextVar, FutureExt};
@@ -239,6 +241,51 @@
 //! done.sort();
 //! assert_eq!(done, [(7, 0), (7, 1), (7, 2), (7, 3)]);
 //! assert!(SHARD.get().is_none());
+//! # });
+//! ```
+//!
+//! ## Channels and job queues
+//!
+//! A message sent through a channel carries no context: the worker that receives it runs in its
+//! own. Take the context where the job is made, send it with the job, and run the job in it
+//! with [`with_context`](FutureExt::with_context). `.with_current_context()` or
+//! [`task::spawn`] in the worker (or a plain `JoinSet::spawn` on a runtime built with
+//! `runtime::propagate`) would fork the *worker's* context: the job would read none of its
+//! producer's values, and nothing would panic, since a context is entered.
+//!
+//! ```
+//! use contextvars::{Context, ContextVar, FutureExt, task};
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//! static ATTEMPT: ContextVar<u32> = ContextVar::new("attempt");
+//!
+//! async fn send_email(to: u32) -> String {
+//!     ATTEMPT.set(1); // the job's own context: allowed, seen by no other job
+//!     tokio::task::yield_now().await;
+//!     format!("{} to {to} #{}", REQUEST_ID.value(), ATTEMPT.value())
+//! }
+//!
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! let (tx, mut rx) = tokio::sync::mpsc::channel::<(u32, Context)>(16);
+//! for producer in 0..2 {
+//!     let tx = tx.clone();
+//!     task::spawn(async move {
+//!         for n in 0..2 {
+//!             REQUEST_ID.set(format!("req-{producer}-{n}"));
+//!             // At enqueue: a fork of the producer's context as it is now.
+//!             tx.send((n, Context::current().fork())).await.unwrap();
+//!         }
+//!     });
+//! }
+//! drop(tx);
+//!
+//! let mut jobs = tokio::task::JoinSet::new();
+//! while let Some((to, ctx)) = rx.recv().await {
+//!     jobs.spawn(send_email(to).with_context(ctx)); // not .with_current_context(): the worker's
+//! }
+//! let mut done = jobs.join_all().await;
+//! done.sort();
+//! assert_eq!(done, ["req-0-0 to 0 #1", "req-0-1 to 1 #1", "req-1-0 to 0 #1", "req-1-1 to 1 #1"]);
 //! # });
 //! ```
 //!
@@ -357,8 +404,8 @@
 //!   request that started it, values and their memory, for as long as the task lives.
 //! - Work such a task does for a request (a query a pool's manager runs): take
 //!   `Context::current().fork()` in your API function, send it with the job, and run the job
-//!   with `.with_context(ctx)`. A [`task::spawn`] inside the long-lived task forks *its*
-//!   context, not the request's.
+//!   with `.with_context(ctx)` ([channels and job queues](#channels-and-job-queues)). A
+//!   [`task::spawn`] inside the long-lived task forks *its* context, not the request's.
 //! - Start such a task on a runtime you hold (`Handle::spawn`) if it may be created inside
 //!   [`task::async_to_sync`] on a plain thread: there `tokio::spawn` and [`task::spawn`] use that
 //!   thread's private runtime, which runs the task only while the thread is in an
