@@ -338,7 +338,7 @@ impl Baggage {
     where
         T: fmt::Display + FromStr + Send + Sync + 'static,
     {
-        self.var_as(var.name(), var)
+        self.add("Baggage::var", var.name(), var)
     }
 
     /// Adds `var` under the baggage key `key`: for a variable whose name is not a valid key
@@ -362,19 +362,28 @@ impl Baggage {
     /// assert_eq!(baggage.keys(), ["tenant"]);
     /// ```
     #[track_caller]
-    pub fn var_as<T>(mut self, key: &'static str, var: &'static ContextVar<T>) -> Self
+    pub fn var_as<T>(self, key: &'static str, var: &'static ContextVar<T>) -> Self
+    where
+        T: fmt::Display + FromStr + Send + Sync + 'static,
+    {
+        self.add("Baggage::var_as", key, var)
+    }
+
+    /// `var` and `var_as`; `call` names the one the user called in a panic message.
+    #[track_caller]
+    fn add<T>(mut self, call: &str, key: &'static str, var: &'static ContextVar<T>) -> Self
     where
         T: fmt::Display + FromStr + Send + Sync + 'static,
     {
         assert!(
             is_valid_key(key),
-            "Baggage::var_as: {key:?} is not a valid baggage key (a non-empty HTTP token \
-             without `%`); name the key with `var_as`"
+            "{call}: {key:?} is not a valid baggage key (a non-empty HTTP token without `%`); \
+             name the key with `var_as`"
         );
         assert!(
             self.entries.iter().all(|entry| entry.key != key),
-            "Baggage::var_as: the baggage key {key:?} is used twice; give one of the variables \
-             another key with `var_as`"
+            "{call}: the baggage key {key:?} is used twice; give one of the variables another \
+             key with `var_as`"
         );
         let ranks = Arc::make_mut(&mut self.ranks);
         let at = ranks.partition_point(|(other, _)| *other < key);

@@ -155,13 +155,13 @@ fn var_as_uses_its_key_on_both_sides() {
 }
 
 #[test]
-#[should_panic(expected = "not a valid baggage key")]
+#[should_panic(expected = "Baggage::var: \"app::path\" is not a valid baggage key")]
 fn a_var_whose_name_is_not_a_key_needs_var_as() {
     let _ = Baggage::new().var(&PATH);
 }
 
 #[test]
-#[should_panic(expected = "used twice")]
+#[should_panic(expected = "Baggage::var_as: the baggage key \"tenant\" is used twice")]
 fn a_key_used_twice_panics() {
     let _ = Baggage::new().var(&TENANT).var_as("tenant", &REQUEST_ID);
 }
