@@ -70,6 +70,57 @@
 //! `on_body_chunk` and `on_eos` run as the server polls the body, outside the request's context
 //! (see [streamed bodies](#streamed-bodies)).
 //!
+//! `SetRequestIdLayer` keeps the client's `x-request-id` or makes one, and puts it in the
+//! request's header and a `RequestId` extension; a middleware *below* it copies it into a
+//! variable (above it, there is no extension yet, and the header only when the client sent one):
+//!
+//! ```
+//! use axum::extract::Request;
+//! use axum::middleware::{self, Next};
+//! use axum::response::Response;
+//! use axum::routing::get;
+//! use contextvars::ContextVar;
+//! use contextvars::tower::ContextLayer;
+//! use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer};
+//! use tower_http::request_id::{RequestId, SetRequestIdLayer};
+//! use tower_http::trace::TraceLayer;
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//! # static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+//!
+//! async fn copy_request_id(request: Request, next: Next) -> Response {
+//!     if let Some(id) = request.extensions().get::<RequestId>() {
+//!         REQUEST_ID.set(id.header_value().to_str().unwrap_or("-").to_owned());
+//!     }
+//!     next.run(request).await
+//! }
+//!
+//! let trace = TraceLayer::new_for_http().on_response(
+//!     |_: &Response<_>, _: std::time::Duration, _: &tracing::Span| {
+//!         // a `tracing::info!` here carries the id (ContextFields)
+//!         # LOGGED.lock().unwrap().push(REQUEST_ID.get_cloned().unwrap_or_default());
+//!     },
+//! );
+//! let app = axum::Router::new()
+//!     .route("/", get(|| async { REQUEST_ID.get_cloned().unwrap_or_default() }))
+//!     .layer(
+//!         tower::ServiceBuilder::new()
+//!             .layer(ContextLayer::new())
+//!             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+//!             .layer(middleware::from_fn(copy_request_id)) // below SetRequestIdLayer
+//!             .layer(trace) // its callbacks read the id
+//!             .layer(PropagateRequestIdLayer::x_request_id()),
+//!     );
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! # use tower::ServiceExt;
+//! let response = app.oneshot(Request::new(axum::body::Body::empty())).await.unwrap();
+//! let made = response.headers()["x-request-id"].to_str().unwrap().to_owned(); // a new UUID
+//! let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+//! assert_eq!(body, made);
+//! # assert_eq!(*LOGGED.lock().unwrap(), [made]);
+//! # });
+//! ```
+//!
 //! In axum, prefer one `Router::layer` call for `ContextLayer` and your middleware, as above,
 //! to a call of its own (`.layer(middleware::from_fn(request_id)).layer(ContextLayer::new())`
 //! works the same). axum boxes the service of every `Router::layer` call, and clones it and
@@ -100,7 +151,7 @@
 //! refuses such writes with a panic that names the call and this layer (S21); the layer is the
 //! fix. The server logs the panic; the client sees the connection or stream reset (hyper
 //! drops the request: an HTTP/1 client gets no response, a gRPC client `Cancelled`, "h2
-//! protocol error").
+//! protocol error"), or, under tower-http's `CatchPanicLayer`, that layer's 500 response.
 //!
 //! Under `runtime::propagate` (with `--cfg tokio_unstable`) the connection's task has a context
 //! of its own, so a missing layer is no longer refused: what one request sets, the next request
