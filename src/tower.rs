@@ -121,6 +121,10 @@
 //! # });
 //! ```
 //!
+//! `Router::route_layer`, and `.layer` on a `Router` that you `nest`, put the layer inside every
+//! layer of the outer router: tower-http's layers there run outside the request's context, and
+//! a middleware there that sets a variable is refused (S21).
+//!
 //! In axum, prefer one `Router::layer` call for `ContextLayer` and your middleware, as above,
 //! to a call of its own (`.layer(middleware::from_fn(request_id)).layer(ContextLayer::new())`
 //! works the same). axum boxes the service of every `Router::layer` call, and clones it and

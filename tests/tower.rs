@@ -1088,3 +1088,50 @@ async fn a_set_in_a_plain_upgrade_callback_ends_the_session_with_a_reset() {
     .await
     .expect("the test finishes within its time limit");
 }
+
+/// `route_layer(ContextLayer)`, or the layer on a nested `Router`, goes inside every layer of the
+/// outer router's `.layer` calls (module docs, "Where the layer goes"): a middleware there that
+/// sets a variable is refused (S21); on the outer router, above the same middleware, it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_layer_and_nested_layer_sit_inside_the_outer_layers() {
+    let request = || {
+        Request::builder()
+            .uri("/api/x")
+            .header(HEADER, "req-1")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let route_layer = Router::new()
+        .route("/api/x", get(echo_id))
+        .route_layer(ContextLayer::new())
+        .layer(middleware::from_fn(set_request_id));
+    let nested = Router::new()
+        .nest(
+            "/api",
+            Router::new()
+                .route("/x", get(echo_id))
+                .layer(ContextLayer::new()),
+        )
+        .layer(middleware::from_fn(set_request_id));
+    for app in [route_layer, nested] {
+        // In a task of its own, as a server runs it (`block_on`'s future is not a task).
+        let served = tokio::spawn(app.oneshot(request())).await;
+        let panic = served
+            .expect_err("the middleware's set is refused")
+            .into_panic();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert!(message.contains("(S21)"), "{message}");
+    }
+    let outer = Router::new()
+        .nest("/api", Router::new().route("/x", get(echo_id)))
+        .layer(
+            ServiceBuilder::new()
+                .layer(ContextLayer::new())
+                .layer(middleware::from_fn(set_request_id)),
+        );
+    let response = tokio::spawn(outer.oneshot(request()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.headers()[HEADER], "req-1");
+}
