@@ -37,8 +37,9 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          `contextvars::tower::ContextLayer`, outside every middleware that writes (the first \
          layer of a `ServiceBuilder` or of tonic's `Server::builder()`, the last `.layer` call \
          in axum);\n\
-         - a server that is not tower (actix-web): in a middleware registered with the last \
-         `.wrap` call (a `wrap_fn` closure or your `Service::call`), return \
+         - a server that is not tower (actix-web, poem): in your outermost middleware (actix-web: \
+         the last `.wrap` call, a `wrap_fn` closure or your `Service::call`; poem: the last \
+         `.with` call, your `Endpoint::call`), return \
          `contextvars::Scoped::from_call(contextvars::Context::new(), || service.call(request))` \
          and `set` inside that closure or below it;\n\
          - a task you spawn: spawn it with `contextvars::task::spawn` (or `spawn_local` for \

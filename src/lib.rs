@@ -33,8 +33,8 @@
 //! and the numbered rules the tests check: [**Semantics**](#semantics).
 //!
 //! Serving HTTP: with axum, tonic or hyper, start at the [`tower`] module (one context per
-//! request, a complete axum service); with actix-web, at
-//! [its section](#actix-web-and-other-servers-that-are-not-tower); across services, at
+//! request, a complete axum service); with actix-web, poem or another server that is not tower,
+//! at [its section](#actix-web-and-other-servers-that-are-not-tower); across services, at
 //! [`propagation`]; log lines, at [`tracing`]. A worker that runs jobs sent through a channel:
 //! [channels and job queues](#channels-and-job-queues).
 //!
@@ -189,7 +189,7 @@
 //!   other, so what one sets the next would read. A server still needs `ContextLayer`.
 //! - **Every request of a service**: `tower::ContextLayer` (feature `tower`) runs each request
 //!   in its own fork, so middleware and handlers can simply `set` (Django-style). A server
-//!   that is not tower (actix-web): a middleware of yours that returns
+//!   that is not tower (actix-web, poem): a middleware of yours that returns
 //!   [`Scoped::from_call`] (see [actix-web](#actix-web-and-other-servers-that-are-not-tower)).
 //! - **A task**: [`task::spawn`], [`task::spawn_local`], [`task::spawn_blocking`].
 //! - **A future** handed to anything else: [`FutureExt::with_current_context`].
@@ -463,7 +463,30 @@
 //!   served (`HttpServer` and a real client), or with the middleware in the tested `App`.
 //!
 //! The same holds for any server whose middleware calls an inner service and returns its
-//! future. [`Scoped::from_call`] shows the pattern on a `LocalSet` without actix-web.
+//! future. [`Scoped::from_call`] shows the pattern on a `LocalSet` without actix-web. In poem,
+//! which serves each connection in a plain `tokio::spawn` task (without the middleware, a
+//! handler's `set` is refused and the client gets no response, or a 500 under `CatchPanic`):
+//!
+//! - The middleware is the `call` of the `Endpoint` your `Middleware` returns,
+//!   `Scoped::from_call(Context::new(), || { REQUEST_ID.set(id); self.inner.call(req) })`,
+//!   registered with the last `.with` call (the outermost). In a closure middleware (poem's
+//!   `around`), set inside the future and wrap it:
+//!   `async move { REQUEST_ID.set(id); ep.call(req).await }.with_context(Context::new())`.
+//! - poem's bridge for tower layers (`TowerLayerCompatExt::compat`) hands the layer a
+//!   `poem::Request`, not an `http::Request`: `ContextLayer::new().compat()` does not compile
+//!   (E0277, `Service<poem::Request>` is not implemented for `ContextService<…>`).
+//! - As with axum (see the [`tower`] module): a plain `tokio::spawn` child reads none of the
+//!   request's values; an `SSE` or streamed body is polled after the middleware's future, and
+//!   `WebSocket::on_upgrade` runs its callback in a task of its own, both outside the
+//!   request's context. Take `let ctx = Context::current().fork();` in the handler and pass
+//!   `SSE::new(Scoped::new(ctx, stream))` (feature `futures`), or run the callback's future
+//!   `.with_context(ctx)`. For every body at once (feature `tower`: `Scoped` is an
+//!   `http_body::Body`), in an `Endpoint` inside the one that calls `from_call`, after awaiting
+//!   the inner one: `let body: BoxBody = resp.take_body().into();` then
+//!   `resp.set_body(Body::from(BoxBody::new(Scoped::new(Context::current(), body))))`, with
+//!   `BoxBody` http-body-util's `combinators::BoxBody<Bytes, io::Error>`.
+//! - poem's `TestClient` calls the endpoint in the test's own future, as `test::call_service`
+//!   does above.
 //!
 //! # Named attributes: `Local`
 //!

@@ -130,8 +130,9 @@ impl<F> Scoped<F> {
     /// included.
     ///
     /// Use it in the per-request middleware of a server that is not tower: actix-web (a
-    /// `wrap_fn` closure, or your `Service::call`), or any framework whose middleware calls the
-    /// inner service and returns its future.
+    /// `wrap_fn` closure, or your `Service::call`), poem (the `call` of the `Endpoint` your
+    /// `Middleware` returns), or any framework whose middleware calls the inner service and
+    /// returns its future.
     /// `Scoped::from_call(Context::new(), || inner.call(req))` gives each request a context of
     /// its own, in which the middleware's own `set`s, the inner service's `call` and the handler
     /// all write. `Context::new()` gives each request an empty context;

@@ -7,6 +7,11 @@
 //! nothing they set reaches another request or the server. Tasks spawned with
 //! [`task::spawn`] inherit the request's values.
 //!
+//! A server that is not tower but takes tower layers through a bridge of its own (poem's
+//! `compat`) hands them its own request type, not `http::Request`: there `ContextLayer` does
+//! not apply; see
+//! [servers that are not tower](crate#actix-web-and-other-servers-that-are-not-tower).
+//!
 //! ```
 //! use axum::Router;
 //! use axum::extract::Request;

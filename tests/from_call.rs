@@ -133,3 +133,77 @@ fn without_the_middleware_a_set_in_a_local_task_is_refused_with_the_actix_fix() 
         assert!(message.contains(fix), "does not name {fix}: {message}");
     }
 }
+
+/// A server shaped as poem's: an `Endpoint` trait whose `call` borrows `&self` and returns a
+/// `Send` future, a middleware that wraps the inner endpoint, connections served in plain
+/// `tokio::spawn` tasks of a multi-thread runtime, several requests per connection.
+trait Endpoint: Send + Sync {
+    fn call(&self, request: String) -> impl Future<Output = String> + Send;
+}
+
+/// The handler: sets a value Django-style, spawns a child, reads both after a yield.
+struct Handler;
+impl Endpoint for Handler {
+    async fn call(&self, request: String) -> String {
+        USER.set(format!("u-{request}"));
+        tokio::task::yield_now().await;
+        let child = task::spawn(async { USER.get_cloned().unwrap_or_default() });
+        let child = child.await.unwrap();
+        format!("{}/{}", REQUEST_ID.get_cloned().unwrap_or_default(), child)
+    }
+}
+
+/// The middleware's endpoint: `Scoped::from_call` in `call`, borrowing `self.0`.
+struct WithContext<E>(E);
+impl<E: Endpoint> Endpoint for WithContext<E> {
+    fn call(&self, request: String) -> impl Future<Output = String> + Send {
+        Scoped::from_call(Context::new(), || {
+            assert!(REQUEST_ID.get().is_none(), "a request starts empty");
+            REQUEST_ID.set(request.clone());
+            self.0.call(request)
+        })
+    }
+}
+
+#[test]
+fn a_poem_shaped_middleware_on_a_multi_thread_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = std::sync::Arc::new(WithContext(Handler));
+    // (Not under Miri: CI skips `multi_thread` tests there.)
+    let (connections_n, requests) = (40, 6);
+    rt.block_on(async {
+        let mut connections = Vec::new();
+        for conn in 0..connections_n {
+            let app = app.clone();
+            // a plain task, as poem's connection tasks: no context of its own
+            connections.push(tokio::spawn(async move {
+                for n in 0..requests {
+                    let id = format!("r{conn}-{n}");
+                    assert_eq!(app.call(id.clone()).await, format!("{id}/u-{id}"));
+                    assert!(REQUEST_ID.get().is_none() && USER.get().is_none());
+                }
+            }));
+        }
+        for c in connections {
+            c.await.unwrap();
+        }
+    });
+    // Without the middleware, the handler's `set` in the connection's task is refused.
+    let err = rt
+        .block_on(async { tokio::spawn(async { Handler.call("x".into()).await }).await })
+        .expect_err("refused (S21)");
+    let message = err.into_panic().downcast_ref::<String>().cloned();
+    let message = message.unwrap_or_default();
+    for fix in [
+        "poem",
+        "`.with` call",
+        "`Endpoint::call`",
+        "Scoped::from_call",
+    ] {
+        assert!(message.contains(fix), "does not name {fix}: {message}");
+    }
+}
