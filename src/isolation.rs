@@ -54,8 +54,8 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          forks the worker's context, not the request's;\n\
          - every task of a runtime: build it with `contextvars::runtime::propagate` (needs \
          `RUSTFLAGS=\"--cfg tokio_unstable\"`; not `LocalSet` tasks, so not actix-web's; a \
-         server still needs `ContextLayer`, since the requests of one connection share its \
-         task).\n\
+         server still needs `ContextLayer` or its `from_call` middleware, since the requests of \
+         one connection share its task).\n\
          If none of these applies, check that one version of contextvars is linked \
          (`cargo tree -d` lists crates linked twice). RUST_BACKTRACE=1 shows the call that wrote."
     )

@@ -186,7 +186,8 @@
 //!   `tokio::spawn`, `JoinSet`, hyper's connection tasks, any library's — a fork of its
 //!   spawner's context, through Tokio's task hooks. A task, not a request: the requests that
 //!   one keep-alive connection carries are served in that connection's task, one after the
-//!   other, so what one sets the next would read. A server still needs `ContextLayer`.
+//!   other, so what one sets the next would read. A server still needs `ContextLayer` (or,
+//!   not tower, its `from_call` middleware).
 //! - **Every request of a service**: `tower::ContextLayer` (feature `tower`) runs each request
 //!   in its own fork, so middleware and handlers can simply `set` (Django-style). A server
 //!   that is not tower (actix-web, poem): a middleware of yours that returns
@@ -485,6 +486,9 @@
 //!   the inner one: `let body: BoxBody = resp.take_body().into();` then
 //!   `resp.set_body(Body::from(BoxBody::new(Scoped::new(Context::current(), body))))`, with
 //!   `BoxBody` http-body-util's `combinators::BoxBody<Bytes, io::Error>`.
+//! - `runtime::propagate` gives poem's connection tasks a context of their own: a handler's
+//!   `set` without the middleware is no longer refused, and what one request sets, the next
+//!   request on the same keep-alive connection reads. Keep the middleware.
 //! - poem's `TestClient` calls the endpoint in the test's own future, as `test::call_service`
 //!   does above.
 //!

@@ -203,6 +203,7 @@ fn a_poem_shaped_middleware_on_a_multi_thread_runtime() {
         "`.with` call",
         "`Endpoint::call`",
         "Scoped::from_call",
+        "`ContextLayer` or its `from_call` middleware", // under `runtime::propagate` too
     ] {
         assert!(message.contains(fix), "does not name {fix}: {message}");
     }
