@@ -255,6 +255,7 @@
 //! producer's values, and nothing would panic, since a context is entered.
 //!
 //! ```
+//! # #[cfg(feature = "tokio")] { // `task` needs the `tokio` feature
 //! use contextvars::{Context, ContextVar, FutureExt, task};
 //!
 //! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
@@ -288,6 +289,36 @@
 //! done.sort();
 //! assert_eq!(done, ["req-0-0 to 0 #1", "req-0-1 to 1 #1", "req-1-0 to 0 #1", "req-1-1 to 1 #1"]);
 //! # });
+//! # }
+//! ```
+//!
+//! Without a runtime (`std::sync::mpsc`, crossbeam-channel, worker threads of your own) the
+//! same holds: a worker thread has its own context, empty unless given one, and what a job
+//! `set`s there without a context of its own stays on the thread for its next jobs. Send
+//! `Context::current().fork().bind(job)` ([`Context::bind`]): the job then reads its
+//! producer's values, and what it sets ends with it.
+//!
+//! ```
+//! use contextvars::{Context, ContextVar};
+//! use std::sync::mpsc;
+//!
+//! static REQUEST_ID: ContextVar<u32> = ContextVar::new("request_id");
+//! static ATTEMPT: ContextVar<u32> = ContextVar::new("attempt");
+//!
+//! let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() -> String + Send>>();
+//! let worker = std::thread::spawn(move || rx.iter().map(|job| job()).collect::<Vec<_>>());
+//! for id in 0..3 {
+//!     REQUEST_ID.set(id); // the producer's context
+//!     let job = Context::current().fork().bind(|| {
+//!         let retry = ATTEMPT.get().is_some(); // nothing left by the previous job
+//!         ATTEMPT.set(1);
+//!         format!("req-{} retry={retry}", REQUEST_ID.value())
+//!     });
+//!     tx.send(Box::new(job)).unwrap();
+//! }
+//! drop(tx);
+//! let done = worker.join().unwrap();
+//! assert_eq!(done, ["req-0 retry=false", "req-1 retry=false", "req-2 retry=false"]);
 //! ```
 //!
 //! ## `join!` and `select!`: `asyncio.gather` and its kin
