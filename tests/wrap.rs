@@ -50,6 +50,47 @@ fn rayon_par_iter_over_10000_items_sees_the_request_and_never_another_items_valu
     );
 }
 
+/// The guide's rayon section: a pool thread waiting in a nested `join` / `par_iter` runs other
+/// items' jobs meanwhile; wrapped, each enters its own context and the interrupted call finds
+/// its own values when the join returns.
+#[test]
+fn nested_join_and_par_iter_wrapped_keep_each_item_apart_while_threads_steal() {
+    let pool = pool(4);
+    let mismatches = AtomicU32::new(0);
+    let check = |seen: u64, want: u64| {
+        if seen != want {
+            mismatches.fetch_add(1, Relaxed);
+        }
+    };
+    pool.install(|| {
+        (0..3_000u64)
+            .into_par_iter()
+            .for_each(Context::new().wrap(|n: u64| {
+                ITEM.set(n);
+                let (a, b) = rayon::join(
+                    Context::current().fork().bind(|| {
+                        std::thread::yield_now();
+                        *ITEM.value()
+                    }),
+                    Context::current().fork().bind(|| {
+                        (0..4u64)
+                            .into_par_iter()
+                            .map(Context::current().wrap(|_: u64| {
+                                std::thread::yield_now();
+                                *ITEM.value()
+                            }))
+                            .sum::<u64>()
+                    }),
+                );
+                check(a, n);
+                check(b, 4 * n);
+                check(*ITEM.value(), n); // after the join: this item's value, not a stolen one's
+            }));
+    });
+    assert_eq!(mismatches.load(Relaxed), 0);
+    assert_eq!(pool_leftovers(&pool), vec![0; 4]);
+}
+
 #[test]
 fn without_wrap_a_rayon_closure_sees_nothing_of_the_caller() {
     // The contrast S23 fixes: pool threads have their own (empty) contexts.
