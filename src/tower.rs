@@ -169,9 +169,50 @@
 //! # What the request sees
 //!
 //! The request's context is [`Context::current().fork()`](Context::fork) taken at `call`: in a
-//! server, the context of the connection's task (usually empty), with each variable's
-//! [`Inherit`](crate::Inherit) policy applied. `poll_ready` is not part of any request and is
-//! forwarded to the inner service untouched, outside the request's context.
+//! server, the context of the task that calls the service (usually empty), with each variable's
+//! [`Inherit`](crate::Inherit) policy applied. Over HTTP/1 that is the connection's task. Over
+//! HTTP/2, hyper runs each stream in a task of its own, spawned with the server's executor
+//! (hyper-util's `TokioExecutor`: a plain `tokio::spawn`), and hyper-util's
+//! `TowerToHyperService` (axum's `serve` uses it) calls the service in that task. `poll_ready`
+//! is not part of any request and is forwarded to the inner service untouched, outside the
+//! request's context.
+//!
+//! So a value per connection (the peer's address, a TLS client's name) set in the connection's
+//! task reaches its HTTP/1 requests but none of its HTTP/2 requests, and one set in the accept
+//! loop before `tokio::spawn` reaches no request (on a current-thread runtime, every request
+//! reads the value of the latest connection). With hyper alone, build the service for each
+//! connection and set the value in a middleware below `ContextLayer`; every request of the
+//! connection, HTTP/1 or HTTP/2, gets it in its own context:
+//!
+//! ```no_run
+//! use contextvars::ContextVar;
+//! use contextvars::tower::ContextLayer;
+//! use hyper_util::rt::TokioIo;
+//! use hyper_util::service::TowerToHyperService;
+//!
+//! static PEER: ContextVar<std::net::SocketAddr> = ContextVar::new("peer");
+//!
+//! # async fn serve(listener: tokio::net::TcpListener) {
+//! loop {
+//!     let (stream, peer) = listener.accept().await.unwrap();
+//!     let service = tower::ServiceBuilder::new()
+//!         .layer(ContextLayer::new())
+//!         .map_request(move |request: http::Request<hyper::body::Incoming>| {
+//!             PEER.set(peer); // in this request's context
+//!             request
+//!         })
+//!         .service(tower::service_fn(|_| async {
+//!             Ok::<_, std::convert::Infallible>(http::Response::new(format!("{:?}", PEER.get())))
+//!         }));
+//!     tokio::spawn(async move {
+//!         // hyper-util's `auto::Builder` (HTTP/1 and HTTP/2) takes the same service
+//!         let connection = hyper::server::conn::http1::Builder::new()
+//!             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+//!         let _ = connection.await;
+//!     });
+//! }
+//! # }
+//! ```
 //!
 //! So what `main` sets before it serves reaches requests only by accident: on a current-thread
 //! runtime the connection tasks run on `main`'s thread, in its context, and every request sees

@@ -808,6 +808,120 @@ fn a_bare_hyper_server_gives_every_request_its_own_context() {
     assert_eq!(mismatches, 0);
 }
 
+/// A value per connection with hyper alone (the `tower` module docs, "What the request sees"):
+/// set in the connection's task, it reaches HTTP/1 requests but no HTTP/2 request, because
+/// hyper runs each HTTP/2 stream in a task of its own (`TokioExecutor`: a plain `tokio::spawn`)
+/// and `TowerToHyperService` calls the service there; set by a middleware of the connection's
+/// own service, below `ContextLayer`, it reaches every request of both.
+#[test]
+fn a_value_per_connection_reaches_http2_requests_only_from_the_connections_service() {
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper::body::{Bytes, Incoming};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+
+    static CONN_ID: ContextVar<u64> = ContextVar::new("conn_id");
+
+    /// Serves one connection; `CONN_ID` is set in its service (`in_service`) or in its task.
+    async fn serve_one(listener: tokio::net::TcpListener, http2: bool, in_service: bool, id: u64) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let handler = service_fn(|_: http::Request<Incoming>| async {
+            tokio::task::yield_now().await;
+            let seen = CONN_ID.get().map_or("none".to_owned(), |id| id.to_string());
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(seen))))
+        });
+        let service = ServiceBuilder::new()
+            .layer(ContextLayer::new())
+            .map_request(move |request: http::Request<Incoming>| {
+                if in_service {
+                    CONN_ID.set(id);
+                }
+                request
+            })
+            .service(handler);
+        let service = TowerToHyperService::new(service);
+        let io = TokioIo::new(stream);
+        // The connection's task has a context of its own (`task::spawn`), so the set is allowed.
+        task::spawn(async move {
+            if !in_service {
+                CONN_ID.set(id);
+            }
+            let _ = match http2 {
+                true => {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await
+                }
+                false => {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await
+                }
+            };
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Sends 20 requests over one connection (HTTP/2: all at once) and returns the bodies.
+    async fn fetch(address: std::net::SocketAddr, http2: bool) -> Vec<String> {
+        let io = TokioIo::new(tokio::net::TcpStream::connect(address).await.unwrap());
+        let request = || http::Request::new(Empty::<Bytes>::new());
+        let mut responses = Vec::new();
+        if http2 {
+            let (sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let sends: Vec<_> = (0..20)
+                .map(|_| tokio::spawn(sender.clone().send_request(request())))
+                .collect();
+            for send in sends {
+                responses.push(send.await.unwrap().unwrap());
+            }
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(connection);
+            for _ in 0..20 {
+                sender.ready().await.unwrap();
+                responses.push(sender.send_request(request()).await.unwrap());
+            }
+        }
+        let mut bodies = Vec::new();
+        for response in responses {
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            bodies.push(String::from_utf8(body.to_vec()).unwrap());
+        }
+        bodies
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = rt.block_on(async {
+        let mut seen = Vec::new();
+        for (id, http2, in_service) in [
+            (1, false, false),
+            (2, true, false),
+            (3, false, true),
+            (4, true, true),
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let server = tokio::spawn(serve_one(listener, http2, in_service, id));
+            let mut bodies = fetch(address, http2).await;
+            bodies.dedup();
+            seen.push(bodies);
+            server.abort();
+        }
+        seen
+    });
+    assert_eq!(seen, [["1"], ["none"], ["3"], ["4"]]);
+}
+
 #[test]
 #[cfg(feature = "futures")]
 fn a_streamed_body_sees_the_request_only_when_wrapped() {
