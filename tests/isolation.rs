@@ -99,6 +99,20 @@ fn the_message_says_how_to_carry_a_request_into_a_websocket_upgrade_callback() {
 }
 
 #[test]
+fn the_message_says_where_a_value_per_connection_goes() {
+    // A hyper accept loop in a plain `tokio::spawn`ed task that sets the peer's address before
+    // `serve_connection`: `task::spawn` silences the panic but the value reaches no HTTP/2
+    // request (tests/tower.rs); the connection's service is where it belongs.
+    let message = refused_in_plain_task(async { ID.set(1) });
+    for hint in [
+        "a value per connection",
+        "a middleware of the connection's own service, below `ContextLayer`",
+    ] {
+        assert!(message.contains(hint), "does not say {hint:?}: {message}");
+    }
+}
+
+#[test]
 fn set_in_a_plain_spawned_task_panics_naming_set_and_the_fixes() {
     assert_s21(
         &refused_in_plain_task(async { ID.set(1) }),
