@@ -36,9 +36,9 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          - a server (axum, tonic, hyper): serve requests through \
          `contextvars::tower::ContextLayer`, outside every middleware that writes (the first \
          layer of a `ServiceBuilder` or of tonic's `Server::builder()`, the last `.layer` call \
-         in axum); a value per connection (the peer's address), set in a hyper accept loop or \
-         connection task, goes in a middleware of the connection's own service, below \
-         `ContextLayer`, instead (an HTTP/2 request is served in a task of its own);\n\
+         in axum); a value per connection (the peer's address) goes in a middleware of the \
+         connection's own service, below `ContextLayer`, not in the accept loop or connection \
+         task (an HTTP/2 request is served in a task of its own);\n\
          - a server that is not tower (actix-web, poem): in your outermost middleware (actix-web: \
          the last `.wrap` call, a `wrap_fn` closure or your `Service::call`; poem: the last \
          `.with` call, your `Endpoint::call`), return \
