@@ -929,10 +929,10 @@
 //!   read; a copy is ~4 ns at any size; entering a context ~1.5 ns, about a `thread_local!`
 //!   swap, and a [`Scoped`] poll under 1 ns; a `set` allocates its `Arc` and, with its
 //!   `reset`, costs ~36 ns, ~50 ns with a copy alive from 10 variables up (~80 ns at 1, where
-//!   the whole array is copied); the first `set` in a new context ~32 ns; a `task::spawn`
-//!   ~20–35 ns over `tokio::spawn`; [`tower::ContextLayer`] ~30 ns per request. Every figure,
-//!   with its command and its baseline (`thread_local!`, `task_local!`,
-//!   `opentelemetry::Context`), is in
+//!   the whole array is copied); a new context with its first `set` and its drop ~44 ns
+//!   (in a request, the `set` alone ~32 ns); a `task::spawn` ~20–35 ns over `tokio::spawn`;
+//!   [`tower::ContextLayer`] ~30 ns per request. Every figure, with its command and its
+//!   baseline (`thread_local!`, `task_local!`, `opentelemetry::Context`), is in
 //!   [BENCHMARKS.md](https://github.com/contextvars-rs/contextvars/blob/main/BENCHMARKS.md).
 //!
 //! # Semantics
