@@ -39,7 +39,8 @@
 //! - **Requests.** A context per task is not a context per request: hyper serves the requests
 //!   of one HTTP/1 keep-alive connection one after the other in that connection's task, so
 //!   what a middleware sets for one request, the next request on the connection reads. Serve
-//!   with `tower::ContextLayer` (feature `tower`) as well.
+//!   with `tower::ContextLayer` (feature `tower`) as well, or, in a server that is not tower
+//!   (poem), its [`Scoped::from_call`](crate::Scoped::from_call) middleware.
 //! - **Long-lived tasks started by a request.** A library's background worker started lazily by
 //!   the first request that needs it (a pool's connection task, a `tower::buffer::Buffer`
 //!   worker) forks that request's context, and keeps its values for its whole life: every later
