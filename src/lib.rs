@@ -283,7 +283,7 @@
 //!
 //! let mut jobs = tokio::task::JoinSet::new();
 //! while let Some((to, ctx)) = rx.recv().await {
-//!     jobs.spawn(send_email(to).with_context(ctx)); // not .with_current_context(): the worker's
+//!     jobs.spawn(send_email(to).with_context(ctx)); // the producer's context, not the worker's
 //! }
 //! let mut done = jobs.join_all().await;
 //! done.sort();
