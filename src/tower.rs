@@ -7,11 +7,6 @@
 //! nothing they set reaches another request or the server. Tasks spawned with
 //! [`task::spawn`] inherit the request's values.
 //!
-//! A server that is not tower but takes tower layers through a bridge of its own (poem's
-//! `compat`) hands them its own request type, not `http::Request`: there `ContextLayer` does
-//! not apply; see
-//! [servers that are not tower](crate#actix-web-and-other-servers-that-are-not-tower).
-//!
 //! ```
 //! use axum::Router;
 //! use axum::extract::Request;
@@ -151,6 +146,11 @@
 //!
 //! The crate's tests do not build tonic; this wiring was checked with tonic 0.14 (240 and 1,000
 //! concurrent calls over one HTTP/2 connection, every log line of two services its own).
+//!
+//! A server that is not tower but takes tower layers through a bridge of its own (poem's
+//! `compat`) hands them its own request type, not `http::Request`: there `ContextLayer` does
+//! not apply; see
+//! [servers that are not tower](crate#actix-web-and-other-servers-that-are-not-tower).
 //!
 //! # Without the layer
 //!
