@@ -194,11 +194,13 @@
 //!   [`Scoped::from_call`] (see [actix-web](#actix-web-and-other-servers-that-are-not-tower)).
 //! - **A task**: [`task::spawn`], [`task::spawn_local`], [`task::spawn_blocking`].
 //! - **A future** handed to anything else: [`FutureExt::with_current_context`].
-//! - **Work a library runs after the handler** (axum's `WebSocketUpgrade::on_upgrade`
-//!   callback, a streamed response body): take `let ctx = Context::current().fork();` in the
-//!   handler and run the work with `.with_context(ctx)` (a stream: `Scoped::new(ctx, stream)`).
-//!   `.with_current_context()` inside the callback forks the context of the task it runs in
-//!   (usually the worker's empty one), not the request's. The [`tower`] module shows both.
+//! - **Work taken out of the request** (a job sent through a channel, axum's
+//!   `WebSocketUpgrade::on_upgrade` callback, a streamed response body): take
+//!   `let ctx = Context::current().fork();` in the handler, send it with the job, and run the
+//!   work with `.with_context(ctx)` (a stream: `Scoped::new(ctx, stream)`).
+//!   `.with_current_context()` in the worker or the callback forks the worker's context, not
+//!   the request's. See [channels and job queues](#channels-and-job-queues) and the [`tower`]
+//!   module.
 //! - **A callback or a pool job**: [`Context::wrap`] (an `Fn`, each call in its own fork) and
 //!   [`Context::bind`] (an `FnOnce`).
 //!
