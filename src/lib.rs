@@ -507,8 +507,8 @@
 //!   `around`), set inside the future and wrap it:
 //!   `async move { REQUEST_ID.set(id); ep.call(req).await }.with_context(Context::new())`.
 //! - poem's bridge for tower layers (`TowerLayerCompatExt::compat`) hands the layer a
-//!   `poem::Request`, not an `http::Request`: `ContextLayer::new().compat()` does not compile
-//!   (E0277, `Service<poem::Request>` is not implemented for `ContextService<…>`).
+//!   `poem::Request`, not an `http::Request`: `.with(ContextLayer::new().compat())` does not
+//!   compile (E0277, `Service<poem::Request>` is not implemented for `ContextService<…>`).
 //! - As with axum (see the [`tower`] module): a plain `tokio::spawn` child reads none of the
 //!   request's values; an `SSE` or streamed body is polled after the middleware's future, and
 //!   `WebSocket::on_upgrade` runs its callback in a task of its own, both outside the
