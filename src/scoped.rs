@@ -171,23 +171,18 @@ impl<F> Scoped<F> {
     ///     assert_eq!(b.await.unwrap().as_deref(), Some("b"));
     /// });
     /// ```
-    pub fn from_call(context: Context, call: impl FnOnce() -> F) -> Self {
-        Self::made_as_task(context, call)
-    }
-
-    /// [`Scoped::new_task`] for a future that `make` makes inside the task's entry, so that
-    /// what it sets on the way, thread-critical values included, is the task's own: a request
-    /// of `tower::ContextLayer` or of [`Scoped::from_call`], whose inner service's `call` may
-    /// set before returning.
     #[inline]
-    pub(crate) fn made_as_task(mut context: Context, make: impl FnOnce() -> F) -> Self {
+    pub fn from_call(mut context: Context, call: impl FnOnce() -> F) -> Self {
+        // `Scoped::new_task` for a future that `call` makes inside the task's entry, so that
+        // what it sets on the way, thread-critical values included, is the task's own
+        // (`tower::ContextLayer`'s requests come here too).
         let mut critical = None;
         let entry = TaskEntry {
             context: &mut context,
             critical: &mut critical,
             own: true,
         };
-        let inner = current::run_in(entry, make);
+        let inner = current::run_in(entry, call);
         Scoped {
             context,
             critical,

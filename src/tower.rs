@@ -573,7 +573,7 @@ where
         };
         // The inner `call` runs as the request's task: what it sets synchronously, thread-critical
         // values included, is the request's (S19, S22).
-        Scoped::made_as_task(context, || self.inner.call(request))
+        Scoped::from_call(context, || self.inner.call(request))
     }
 }
 

@@ -902,23 +902,27 @@ fn a_value_per_connection_reaches_http2_requests_only_from_the_connections_servi
         .build()
         .unwrap();
     let seen = rt.block_on(async {
-        let mut seen = Vec::new();
-        for (id, http2, in_service) in [
-            (1, false, false),
-            (2, true, false),
-            (3, false, true),
-            (4, true, true),
-        ] {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            let server = tokio::spawn(serve_one(listener, http2, in_service, id));
-            let mut bodies = fetch(address, http2).await;
-            bodies.dedup();
-            seen.push(bodies);
-            server.abort();
-        }
-        seen
+        let test = async {
+            let mut seen = Vec::new();
+            for (id, http2, in_service) in [
+                (1, false, false),
+                (2, true, false),
+                (3, false, true),
+                (4, true, true),
+            ] {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let address = listener.local_addr().unwrap();
+                let server = tokio::spawn(serve_one(listener, http2, in_service, id));
+                let mut bodies = fetch(address, http2).await;
+                bodies.dedup();
+                seen.push(bodies);
+                server.abort();
+            }
+            seen
+        };
+        tokio::time::timeout(Duration::from_secs(60), test).await
     });
+    let seen = seen.expect("the test finishes within its time limit");
     assert_eq!(seen, [["1"], ["none"], ["3"], ["4"]]);
 }
 
