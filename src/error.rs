@@ -56,8 +56,15 @@ impl std::error::Error for ResetError {}
 /// );
 /// LOCAL.set("count", 1u32);
 /// let err = LOCAL.get::<String>("count").unwrap_err();
-/// assert!(matches!(err, LocalError::WrongType { .. }));
-/// assert!(err.to_string().contains("alloc::string::String"));
+/// assert_eq!(
+///     err,
+///     LocalError::WrongType { name: "count".into(), expected: "alloc::string::String", found: "u32" }
+/// );
+/// assert_eq!(
+///     err.to_string(),
+///     "Local attribute \"count\" holds a value of type u32, not alloc::string::String: \
+///      ask for the type it was set with"
+/// );
 /// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +80,8 @@ pub enum LocalError {
         name: String,
         /// The type asked for (`std::any::type_name`).
         expected: &'static str,
+        /// The type of the value the attribute holds (`std::any::type_name`).
+        found: &'static str,
     },
 }
 
@@ -80,14 +89,18 @@ impl fmt::Display for LocalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LocalError::Missing { name } => write!(f, "Local has no attribute {name:?}"),
-            LocalError::WrongType { name, expected } => {
+            LocalError::WrongType {
+                name,
+                expected,
+                found,
+            } => {
                 write!(
                     f,
-                    "Local attribute {name:?} is not of type {expected}: ask for the type it \
-                     was set with"
+                    "Local attribute {name:?} holds a value of type {found}, not {expected}: \
+                     ask for the type it was set with"
                 )?;
                 // The usual mix-up: `set(name, "text")` stores a `&'static str`.
-                if *expected == std::any::type_name::<String>() {
+                if *found == std::any::type_name::<&str>() {
                     f.write_str(" (a string literal is set as a `&'static str`)")?;
                 }
                 Ok(())

@@ -11,6 +11,25 @@ use crate::current;
 use crate::error::LocalError;
 use crate::var::ContextVar;
 
+/// An attribute's value: what `Local::set` was given, behind an `Arc`, able to name its type
+/// for [`LocalError::WrongType`] (through the vtable: no field per attribute).
+trait AttributeValue: Any + Send + Sync {
+    fn type_name(&self) -> &'static str;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<T: Any + Send + Sync> AttributeValue for T {
+    fn type_name(&self) -> &'static str {
+        type_name::<T>()
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+type Attribute = Arc<dyn AttributeValue>;
+
 /// The attributes of one `Local` in one context (asgiref's `_CVar` holds a dict per context).
 /// A handful of attributes (the usual case) are a flat array, scanned by name; past
 /// [`SMALL_ATTRIBUTES`] they are a persistent hash map. Either way the value is behind the
@@ -22,13 +41,13 @@ struct Attributes(AttributesRepr);
 
 #[derive(Clone)]
 enum AttributesRepr {
-    Small(Vec<(Arc<str>, Value)>),
+    Small(Vec<(Arc<str>, Attribute)>),
     /// Names are chosen by code, not by remote input, so they are hashed with a fast
     /// non-cryptographic hasher ([`NameHasher`]) rather than SipHash.
     Large(
         imbl::GenericHashMap<
             Arc<str>,
-            Value,
+            Attribute,
             BuildHasherDefault<NameHasher>,
             imbl::shared_ptr::DefaultSharedPtr,
         >,
@@ -45,7 +64,7 @@ impl Default for AttributesRepr {
 const SMALL_ATTRIBUTES: usize = 16;
 
 impl Attributes {
-    fn get(&self, name: &str) -> Option<&Value> {
+    fn get(&self, name: &str) -> Option<&Attribute> {
         match &self.0 {
             AttributesRepr::Small(entries) => entries
                 .iter()
@@ -60,7 +79,7 @@ impl Attributes {
     }
 
     /// Sets `name`; returns the value it displaces.
-    fn insert(&mut self, name: &str, value: Value) -> Option<Value> {
+    fn insert(&mut self, name: &str, value: Attribute) -> Option<Attribute> {
         match &mut self.0 {
             AttributesRepr::Small(entries) => {
                 if let Some((_, slot)) = entries.iter_mut().find(|(key, _)| **key == *name) {
@@ -79,7 +98,7 @@ impl Attributes {
         }
     }
 
-    fn remove(&mut self, name: &str) -> Option<Value> {
+    fn remove(&mut self, name: &str) -> Option<Attribute> {
         match &mut self.0 {
             AttributesRepr::Small(entries) => {
                 let index = entries.iter().position(|(key, _)| **key == *name)?;
@@ -89,7 +108,7 @@ impl Attributes {
         }
     }
 
-    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &Value)> + '_> {
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &Attribute)> + '_> {
         match &self.0 {
             AttributesRepr::Small(entries) => {
                 Box::new(entries.iter().map(|(key, value)| (&**key, value)))
@@ -258,7 +277,7 @@ impl Local {
     /// assert_eq!(*LOCAL.get::<&str>("retries").unwrap(), "three");
     /// ```
     pub fn set<T: Send + Sync + 'static>(&self, name: &str, value: T) {
-        let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+        let value: Attribute = Arc::new(value);
         let displaced = self.update("Local::set", |attributes| attributes.insert(name, value));
         // The old value drops here, after the write has let go of the context.
         drop(displaced);
@@ -288,19 +307,23 @@ impl Local {
             .ok_or_else(|| LocalError::Missing {
                 name: name.to_owned(),
             })?;
-        value.downcast::<T>().map_err(|_| LocalError::WrongType {
-            name: name.to_owned(),
-            expected: type_name::<T>(),
-        })
+        // Named before the `Arc` becomes a `dyn Any`, which cannot name it.
+        let found = AttributeValue::type_name(&*value);
+        AttributeValue::into_any(value)
+            .downcast::<T>()
+            .map_err(|_| LocalError::WrongType {
+                name: name.to_owned(),
+                expected: type_name::<T>(),
+                found,
+            })
     }
 
     /// Attribute `name` if it is set and is a `T`; unlike [`get`](Local::get), allocates
     /// nothing when it is not (the `tracing` formatter reads it on every event).
     #[cfg(feature = "tracing")]
     pub(crate) fn get_if<T: Send + Sync + 'static>(&self, name: &str) -> Option<Arc<T>> {
-        self.with_attributes(|attributes| attributes.and_then(|a| a.get(name)).cloned())?
-            .downcast::<T>()
-            .ok()
+        let value = self.with_attributes(|a| a.and_then(|a| a.get(name)).cloned())?;
+        AttributeValue::into_any(value).downcast::<T>().ok()
     }
 
     /// Removes attribute `name` from the current context (Python's `del local.name`).

@@ -110,7 +110,7 @@ fn thread_run_in_a_copy_of_the_context_sees_the_copy_and_writes_only_to_it() {
 }
 
 #[test]
-fn get_with_the_wrong_type_is_wrong_type_and_changes_nothing() {
+fn get_with_the_wrong_type_is_wrong_type_names_both_types_and_changes_nothing() {
     static L: Local = Local::new();
     Context::new().run(|| {
         L.set("n", 5u32);
@@ -119,26 +119,54 @@ fn get_with_the_wrong_type_is_wrong_type_and_changes_nothing() {
             err,
             LocalError::WrongType {
                 name: "n".into(),
-                expected: std::any::type_name::<String>()
+                expected: std::any::type_name::<String>(),
+                found: "u32",
             }
         );
         assert_eq!(
             err.to_string(),
             format!(
-                "Local attribute \"n\" is not of type {}: ask for the type it was set with \
-                 (a string literal is set as a `&'static str`)",
+                "Local attribute \"n\" holds a value of type u32, not {}: ask for the type it \
+                 was set with",
                 std::any::type_name::<String>()
-            )
+            ),
+            "no string-literal hint: the value is not a `&str`"
         );
         assert_eq!(*L.get::<u32>("n").unwrap(), 5);
-        assert_eq!(
-            L.get::<i64>("n").unwrap_err().to_string(),
-            "Local attribute \"n\" is not of type i64: ask for the type it was set with",
-            "the string-literal hint only when a String was asked for"
-        );
         let before = Context::current();
         let _ = L.get::<i64>("n");
         assert_eq!(before, Context::current(), "a failed get changes nothing");
+
+        // The usual mix-up: a string literal is stored as a `&'static str`.
+        L.set("user", "alice");
+        assert_eq!(
+            L.get::<String>("user").unwrap_err().to_string(),
+            format!(
+                "Local attribute \"user\" holds a value of type &str, not {}: ask for the type \
+                 it was set with (a string literal is set as a `&'static str`)",
+                std::any::type_name::<String>()
+            )
+        );
+        assert_eq!(*L.get::<&str>("user").unwrap(), "alice");
+
+        // Past the flat array (16 attributes) the values sit in a hash map: named the same.
+        for i in 0..20u64 {
+            L.set(&format!("attr{i}"), i);
+        }
+        assert_eq!(
+            L.get::<u32>("attr19").unwrap_err(),
+            LocalError::WrongType {
+                name: "attr19".into(),
+                expected: "u32",
+                found: "u64",
+            }
+        );
+        // An `Arc` set as a value is named as the `Arc`, not as what it points to.
+        L.set("shared", std::sync::Arc::new(1u8));
+        assert!(matches!(
+            L.get::<u8>("shared").unwrap_err(),
+            LocalError::WrongType { found, .. } if found == std::any::type_name::<std::sync::Arc<u8>>()
+        ));
     });
 }
 
