@@ -177,7 +177,8 @@
 //! [`Local::remove`] inside a Tokio task with no context entered panic with a message that
 //! names the call and the fixes (S21). Reads are never refused, and the root future of
 //! `block_on` / `#[tokio::main]` is not a task: writes there go to the calling thread's
-//! context, as in plain code.
+//! context, as in plain code. Only Tokio tasks are told apart: on smol and other executors
+//! nothing is refused (see [other executors](#smol-async-executor-and-other-executors)).
 //!
 //! The ways to give work a context of its own, from the widest:
 //!
@@ -423,6 +424,80 @@
 //!
 //! For a single job on a pool, `Context::current().fork().bind(job)` does the same for an
 //! `FnOnce`; [`task::spawn_blocking`] for Tokio's blocking pool.
+//!
+//! ## smol, async-executor and other executors
+//!
+//! The S21 check sees only Tokio tasks. On smol, async-executor, async-std or
+//! `futures::executor` nothing is refused, with the `tokio` feature or without: a future
+//! spawned unwrapped (`smol::spawn(fut)`, `ex.spawn(fut)`) runs in its executor thread's own
+//! context, and what it `set`s lands there, where every unwrapped task polled on that thread
+//! later reads it, after the task has ended too. A blocking job (`smol::unblock(f)`) runs in
+//! its pool thread's context the same way: it reads none of the request's values, and what it
+//! sets, the thread's next job reads. Give each piece of work a context of its own:
+//!
+//! - each connection: `ex.spawn(serve(stream).with_context(Context::new()))`;
+//! - each request on it: `Scoped::from_call(Context::current().fork(), || { REQUEST_ID.set(id);
+//!   handle(req) }).await` ([`Scoped::from_call`]), so that the `set` is the request's own. A
+//!   `set` made before wrapping (`REQUEST_ID.set(id); handle(req).with_current_context()` in an
+//!   unwrapped task) goes to the thread's context, and the fork may take another request's
+//!   value from there;
+//! - each child: `ex.spawn(child.with_current_context())`; each blocking job:
+//!   `unblock(Context::current().fork().bind(f))` ([`Context::bind`]); each `join!` or
+//!   `select!` branch that sets: `.with_current_context()`, as [above](#join-and-select-asynciogather-and-its-kin).
+//!
+//! With `futures::executor` standing in for smol:
+//!
+//! ```
+//! use contextvars::{Context, ContextVar, FutureExt, Scoped};
+//! use futures::executor::{LocalPool, LocalSpawner};
+//! use futures::task::LocalSpawnExt;
+//! # async fn yield_now() { // what smol's `future::yield_now` does
+//! #     let mut done = false;
+//! #     futures::future::poll_fn(|cx| if std::mem::replace(&mut done, true) {
+//! #         std::task::Poll::Ready(())
+//! #     } else {
+//! #         cx.waker().wake_by_ref();
+//! #         std::task::Poll::Pending
+//! #     }).await
+//! # }
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! async fn handle(ex: LocalSpawner) -> String {
+//!     yield_now().await; // the other connection's requests run here
+//!     let child = async { REQUEST_ID.get_cloned().unwrap() }.with_current_context();
+//!     let child = ex.spawn_local_with_handle(child).unwrap(); // ex.spawn(child)
+//!     let job = Context::current().fork().bind(|| REQUEST_ID.get_cloned().unwrap());
+//!     let job = std::thread::spawn(job).join().unwrap(); // unblock(job)
+//!     format!("{} {} {job}", REQUEST_ID.value(), child.await)
+//! }
+//!
+//! let mut pool = LocalPool::new();
+//! let ex = pool.spawner();
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! for conn in 0..2 {
+//!     let (ex2, tx) = (ex.clone(), tx.clone());
+//!     let serve = async move {
+//!         for n in 0..2 {
+//!             let id = format!("c{conn}-r{n}");
+//!             let resp = Scoped::from_call(Context::current().fork(), || {
+//!                 REQUEST_ID.set(id.clone()); // the request's own context
+//!                 handle(ex2.clone())
+//!             });
+//!             tx.send((id, resp.await)).unwrap();
+//!         }
+//!     };
+//!     ex.spawn_local(serve.with_context(Context::new())).unwrap();
+//! }
+//! // Unwrapped, by mistake: not refused; the value lands in the thread's own context.
+//! ex.spawn_local(async { drop(REQUEST_ID.set("leaked".into())) }).unwrap();
+//! pool.run();
+//! drop(tx);
+//! for (id, resp) in rx {
+//!     assert_eq!(resp, format!("{id} {id} {id}")); // no request saw "leaked" or another's id
+//! }
+//! assert_eq!(REQUEST_ID.get_cloned().as_deref(), Some("leaked")); // the thread keeps it
+//! ```
 //!
 //! ## In a library
 //!
@@ -988,8 +1063,9 @@
 //!   [`FutureExt::with_context`] and [`FutureExt::with_current_context`] make one.
 //! - <a id="s13"></a>**S13 — unwrapped futures.** A future that is not inside a [`Scoped`] runs in
 //!   whatever context its thread has. [`task::spawn`], [`FutureExt::with_current_context`],
-//!   [`tower::ContextLayer`] and [`runtime::propagate`] give it its own. Writes there are refused
-//!   (S21), so nothing is shared silently.
+//!   [`tower::ContextLayer`] and [`runtime::propagate`] give it its own. In a Tokio task,
+//!   writes there are refused (S21), so nothing is shared silently; on other executors they are
+//!   not ([other executors](#smol-async-executor-and-other-executors)).
 //! - <a id="s14"></a>**S14 — scopes.** [`ContextVar::scope`] and [`ContextVar::sync_scope`] run with a
 //!   copy of the current context, taken at the call, in which the variable is set; nothing leaks
 //!   out afterwards.
@@ -1056,7 +1132,10 @@
 //!   thread-critical `Local`s, plain `tokio::task::spawn_blocking` closures, and a bridge's
 //!   write-back into an unwrapped task; a `reset` there panics before any token check. The
 //!   check needs the `tokio` feature (on by default): in a build where no crate enables it,
-//!   nothing is refused. See [isolation by default](#isolation-by-default).
+//!   nothing is refused; and it sees only Tokio tasks: on smol, async-executor or
+//!   `futures::executor` nothing is refused in any build. See
+//!   [isolation by default](#isolation-by-default) and
+//!   [other executors](#smol-async-executor-and-other-executors).
 //! - <a id="s22"></a>**S22 — one context per request.** Behind [`tower::ContextLayer`], each
 //!   request's `call` and its whole response future run in their own fork of the context current
 //!   at `call`, as a task of its own (S19): what the handler and the middleware below the layer
