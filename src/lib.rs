@@ -24,7 +24,8 @@
 //!
 //! The guide below goes from the model to the details: [the model](#the-model),
 //! [reading and writing](#reading-and-writing), [async code](#async-code),
-//! [isolation by default](#isolation-by-default), [`Local`](#named-attributes-local),
+//! [isolation by default](#isolation-by-default), [testing](#testing),
+//! [`Local`](#named-attributes-local),
 //! [logging](#logging-with-tracing), [comparison](#compared-with-the-alternatives),
 //! [the shallow-copy pitfall](#the-shallow-copy-pitfall),
 //! [porting from Python](#porting-from-python-and-asgiref) and
@@ -214,11 +215,7 @@
 //! [`task::spawn_local`] (each then has a context of its own), or build that runtime with
 //! `runtime::propagate`.
 //!
-//! **Test on a multi-thread runtime.** On a current-thread runtime (`#[tokio::test]`'s default)
-//! a plain `tokio::spawn` task runs on the thread whose context the test's root future writes,
-//! so it *reads* the test's values, as a child would; on a multi-thread runtime it runs on a
-//! worker and reads nothing. A test that passes on one can fail on the other:
-//! `#[tokio::test(flavor = "multi_thread")]` runs it as a server does.
+//! **Test on a multi-thread runtime**, and call a service from a task: see [testing](#testing).
 //!
 //! ## `JoinSet`
 //!
@@ -599,6 +596,91 @@
 //!   request on the same keep-alive connection reads. Keep the middleware.
 //! - poem's `TestClient` calls the endpoint in the test's own future, as `test::call_service`
 //!   does above.
+//!
+//! # Testing
+//!
+//! Each `#[test]` runs on a thread of its own (libtest starts one per test, with
+//! `--test-threads=1` too; nextest, a process per test), and a new thread starts with an empty
+//! context: a `set` at the top of a test reaches no other test, whatever the order. Cases run
+//! one after another on one thread — a loop, a proptest — share it: what one case sets, the
+//! next reads. Run each case in a fresh context, [`Context::run`] or, async,
+//! `.with_context(Context::new())`:
+//!
+//! ```
+//! use contextvars::{Context, ContextVar};
+//!
+//! static TENANT: ContextVar<String> = ContextVar::new("tenant");
+//!
+//! fn table(name: &str) -> String {
+//!     format!("{}_{name}", TENANT.get_cloned().unwrap_or_else(|| "public".into()))
+//! }
+//!
+//! for (tenant, expected) in [(Some("acme"), "acme_users"), (None, "public_users")] {
+//!     let got = Context::new().run(|| {
+//!         if let Some(tenant) = tenant {
+//!             TENANT.set(tenant.to_owned()); // a bare `set` here: the second case gets acme_users
+//!         }
+//!         table("users")
+//!     });
+//!     assert_eq!(got, expected);
+//! }
+//! ```
+//!
+//! The body of a `#[tokio::test]` is the root future of `block_on`, not a task: it may `set`
+//! (in the test thread's context), and so may a service it calls. A router that lacks
+//! [`tower::ContextLayer`], called with `oneshot` in the test body, passes the test: its
+//! middleware writes into the test's context, and each request reads what the one before left
+//! there. A server calls it from a task, where that write panics (S21). Call it from a task in
+//! the test too, and check that nothing reached the test's context:
+//!
+//! ```
+//! # #[cfg(feature = "tower")] { // `ContextLayer` needs the `tower` feature
+//! use axum::{Router, body::Body, extract::Request, middleware::{self, Next}};
+//! use axum::{response::Response, routing::get};
+//! use contextvars::{ContextVar, tower::ContextLayer};
+//! use tower::ServiceExt;
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! async fn request_id(request: Request, next: Next) -> Response {
+//!     REQUEST_ID.set(request.uri().path().to_owned());
+//!     next.run(request).await
+//! }
+//! let routes = Router::new()
+//!     .route("/{id}", get(|| async { REQUEST_ID.get_cloned().unwrap() }))
+//!     .layer(middleware::from_fn(request_id));
+//! let req = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+//!
+//! // #[tokio::test] async fn serves_its_own_id() {
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! // Without the layer: no panic in the test body, and the value stays in the test.
+//! routes.clone().oneshot(req("/a")).await.unwrap();
+//! assert_eq!(REQUEST_ID.get_cloned().as_deref(), Some("/a"));
+//! // From a task, as a server calls it: the S21 panic names `ContextLayer`.
+//! assert!(tokio::spawn(routes.clone().oneshot(req("/b"))).await.unwrap_err().is_panic());
+//!
+//! let app = routes.layer(ContextLayer::new());
+//! let response = tokio::spawn(app.oneshot(req("/c"))).await.unwrap().unwrap();
+//! let body = axum::body::to_bytes(response.into_body(), 64).await.unwrap();
+//! assert_eq!(body, "/c");
+//! # });
+//! # }
+//! ```
+//!
+//! On a current-thread runtime (`#[tokio::test]`'s default, and the only one `start_paused`
+//! allows) a plain `tokio::spawn` task, and a plain `spawn_local` task of a `LocalSet`, run on
+//! the test's thread with no context of their own: they *read* the test's values, as a child
+//! would, and their writes are refused. On a multi-thread runtime a plain `tokio::spawn` task
+//! runs on a worker and reads nothing. A test of code that spawns with plain `tokio::spawn` can
+//! pass on one and fail on the other: `#[tokio::test(flavor = "multi_thread")]` spawns as a
+//! server does.
+//!
+//! Log lines: `tracing::subscriber::set_default` and `with_default` cover the calling thread
+//! only, so in a multi-thread test what tasks on the workers log goes to the global subscriber
+//! (or nowhere). One global subscriber that writes into a buffer gets the lines of all the tests
+//! that run at once, interleaved; with [`tracing::ContextFields`] each line carries its
+//! request's values, so a test picks its own lines by the request ids it sent (a line logged
+//! outside any request carries none).
 //!
 //! # Named attributes: `Local`
 //!
