@@ -630,8 +630,12 @@
 //! (in the test thread's context), and so may a service it calls. A router that lacks
 //! [`tower::ContextLayer`], called with `oneshot` in the test body, passes the test: its
 //! middleware writes into the test's context, and each request reads what the one before left
-//! there. A server calls it from a task, where that write panics (S21). Call it from a task in
-//! the test too, and check that nothing reached the test's context:
+//! there. A server calls it from a task, where that write panics (S21). Call it from a plain
+//! `tokio::spawn` task in the test too (a [`task::spawn`] child has a context of its own, where
+//! the missing layer goes unnoticed as well), and check that nothing reached the test's
+//! context. What the test itself sets reaches such a request only on a current-thread runtime
+//! (`ContextLayer` forks the context current at `call`): send it in the request, as a client
+//! would.
 //!
 //! ```
 //! # #[cfg(feature = "tower")] { // `ContextLayer` needs the `tower` feature
@@ -651,7 +655,7 @@
 //!     .layer(middleware::from_fn(request_id));
 //! let req = |path: &str| Request::get(path).body(Body::empty()).unwrap();
 //!
-//! // #[tokio::test] async fn serves_its_own_id() {
+//! // In a `#[tokio::test]`:
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! // Without the layer: no panic in the test body, and the value stays in the test.
 //! routes.clone().oneshot(req("/a")).await.unwrap();

@@ -207,3 +207,45 @@ async fn an_async_case_in_a_fresh_context_leaves_the_test_untouched() {
     }
     assert_eq!(tag(), "-@test");
 }
+
+#[test]
+fn the_tests_values_reach_a_request_from_a_plain_task_only_on_a_current_thread_runtime() {
+    // `ContextLayer` forks the context current at `call`: the test's in the body and in a
+    // `task::spawn` child; in a plain task, the thread's: the test's on a current-thread
+    // runtime, a worker's (empty) on a multi-thread one.
+    for (multi_thread, from_plain_task) in [(false, "r3@seeded"), (true, "r3@-")] {
+        let rt = if multi_thread {
+            tokio::runtime::Builder::new_multi_thread().build()
+        } else {
+            tokio::runtime::Builder::new_current_thread().build()
+        };
+        rt.unwrap().block_on(async {
+            TENANT.set("seeded".into());
+            let app = routes().layer(ContextLayer::new());
+            let body = app.clone().oneshot(request("r1", None)).await.unwrap();
+            assert_eq!(text(body).await, "r1@seeded");
+            let child = task::spawn(app.clone().oneshot(request("r2", None)));
+            assert_eq!(text(child.await.unwrap().unwrap()).await, "r2@seeded");
+            let plain = tokio::spawn(app.oneshot(request("r3", None)));
+            assert_eq!(text(plain.await.unwrap().unwrap()).await, from_plain_task);
+        });
+    }
+}
+
+#[tokio::test]
+async fn without_the_layer_a_call_from_task_spawn_is_not_refused() {
+    // `task::spawn` gives the call a context of its own: the missing layer goes unnoticed there
+    // too (the requests share that task's context).
+    let app = routes();
+    let child = task::spawn(async move {
+        let first = app
+            .clone()
+            .oneshot(request("r1", Some("acme")))
+            .await
+            .unwrap();
+        let second = app.oneshot(request("r2", None)).await.unwrap();
+        (text(first).await, text(second).await)
+    });
+    assert_eq!(child.await.unwrap(), ("r1@acme".into(), "r2@acme".into()));
+    assert_eq!(tag(), "-@-");
+}
