@@ -56,6 +56,9 @@
 //! # });
 //! ```
 //!
+//! Called like this, in a test's body (the root future, not a task), a router without the layer
+//! passes too: its writes go to the test's context. See [testing](crate#testing).
+//!
 //! # Where the layer goes
 //!
 //! Outside every middleware that sets a variable. With tower's `ServiceBuilder`, as above, the
