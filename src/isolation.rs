@@ -8,13 +8,34 @@
 //!
 //! `tokio::task::try_id()` tells a task apart from the root future of `block_on` (not a task:
 //! writes there stay allowed, as in plain code) and from plain threads. Without the `tokio`
-//! feature the crate cannot see tasks, and nothing is refused.
+//! feature the crate cannot see tasks. Other executors' tasks it cannot see at all: there a
+//! thread opts in with [`refuse_own_context_writes`], and every write on it with no context
+//! entered is refused as in a Tokio task.
 //!
 //! This module imports nothing of the crate.
 
-/// Whether the calling thread is inside a Tokio task's poll (or a plain `spawn_blocking` job).
+use std::cell::Cell;
+
+thread_local! {
+    /// Set by [`refuse_own_context_writes`]: this thread polls tasks that Tokio does not know.
+    static REFUSES_OWN_CONTEXT_WRITES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// From now on, writes on the calling thread with no context entered are refused (S21).
+pub(crate) fn refuse_own_context_writes() {
+    // During the thread's teardown there is nothing left to protect.
+    let _ = REFUSES_OWN_CONTEXT_WRITES.try_with(|refuses| refuses.set(true));
+}
+
+/// Whether a write with no context entered is refused here: inside a Tokio task's poll (or a
+/// plain `spawn_blocking` job), or on a thread that asked for it.
 #[inline]
 pub(crate) fn in_task() -> bool {
+    in_tokio_task() || refuses_on_this_thread()
+}
+
+#[inline]
+fn in_tokio_task() -> bool {
     #[cfg(feature = "tokio")]
     {
         tokio::task::try_id().is_some()
@@ -25,10 +46,20 @@ pub(crate) fn in_task() -> bool {
     }
 }
 
+#[inline]
+fn refuses_on_this_thread() -> bool {
+    REFUSES_OWN_CONTEXT_WRITES
+        .try_with(Cell::get)
+        .unwrap_or(false)
+}
+
 /// The S21 panic. `call` names the public API that tried to write.
 #[cold]
 #[inline(never)]
 pub(crate) fn refuse_write(call: &'static str) -> ! {
+    if !in_tokio_task() {
+        refuse_write_on_thread(call);
+    }
     panic!(
         "contextvars: `{call}` inside a Tokio task that has no context of its own (S21): the \
          write would land in the worker thread's context, which every unwrapped task on that \
@@ -60,5 +91,28 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          one connection share its task).\n\
          If none of these applies, check that one version of contextvars is linked \
          (`cargo tree -d` lists crates linked twice). RUST_BACKTRACE=1 shows the call that wrote."
+    )
+}
+
+/// The S21 panic on a thread that refuses writes to its own context, outside any Tokio task:
+/// another executor's task or blocking job that nothing gave a context of its own.
+#[cold]
+#[inline(never)]
+fn refuse_write_on_thread(call: &'static str) -> ! {
+    panic!(
+        "contextvars: `{call}` with no context entered, on a thread that refuses writes to its \
+         own context (`contextvars::thread::refuse_own_context_writes`, S21): the write would \
+         land in the thread's context, which every task or job this thread runs unwrapped \
+         shares. Give the work its own context:\n\
+         - a connection or request: run its future with \
+         `.with_context(contextvars::Context::new())`, or \
+         `contextvars::Scoped::from_call(contextvars::Context::current().fork(), || handle(request))` \
+         and `set` inside that closure or below it;\n\
+         - a task you spawn (`smol::spawn`, `Executor::spawn`): wrap its future with \
+         `.with_current_context()` (from `contextvars::FutureExt`) before you spawn it;\n\
+         - a blocking job (`smol::unblock`) or a pool closure: \
+         `contextvars::Context::current().fork().bind(job)`.\n\
+         See the guide's section \"smol, async-executor and other executors\". \
+         RUST_BACKTRACE=1 shows the call that wrote."
     )
 }

@@ -179,7 +179,8 @@
 //! names the call and the fixes (S21). Reads are never refused, and the root future of
 //! `block_on` / `#[tokio::main]` is not a task: writes there go to the calling thread's
 //! context, as in plain code. Only Tokio tasks are told apart: on smol and other executors
-//! nothing is refused (see [other executors](#smol-async-executor-and-other-executors)).
+//! nothing is refused unless the executor's threads ask for it with
+//! [`thread::refuse_own_context_writes`] (see [other executors](#smol-async-executor-and-other-executors)).
 //!
 //! The ways to give work a context of its own, from the widest:
 //!
@@ -425,7 +426,7 @@
 //! ## smol, async-executor and other executors
 //!
 //! The S21 check sees only Tokio tasks. On smol, async-executor, async-std or
-//! `futures::executor` nothing is refused, with the `tokio` feature or without: a future
+//! `futures::executor` nothing is refused by default, with the `tokio` feature or without: a future
 //! spawned unwrapped (`smol::spawn(fut)`, `ex.spawn(fut)`) runs in its executor thread's own
 //! context, and what it `set`s lands there, where every unwrapped task polled on that thread
 //! later reads it, after the task has ended too. A blocking job (`smol::unblock(f)`) runs in
@@ -441,6 +442,14 @@
 //! - each child: `ex.spawn(child.with_current_context())`; each blocking job:
 //!   `unblock(Context::current().fork().bind(f))` ([`Context::bind`]); each `join!` or
 //!   `select!` branch that sets: `.with_current_context()`, as [above](#join-and-select-asynciogather-and-its-kin).
+//!
+//! To have a missed wrap panic instead of leaking, start each thread that runs your executor
+//! with [`thread::refuse_own_context_writes`]: on that thread a write with no context entered
+//! panics as in a Tokio task (S21), with a message naming these fixes, and the wrapped work
+//! above runs unchanged. It needs threads you start (`std::thread::spawn(|| {
+//! thread::refuse_own_context_writes(); block_on(ex.run(shutdown)) })`, or a
+//! `futures::executor::ThreadPoolBuilder::after_start` hook); smol's global executor and the
+//! `blocking` pool behind `unblock` start their own.
 //!
 //! With `futures::executor` standing in for smol:
 //!
@@ -1151,7 +1160,8 @@
 //!   whatever context its thread has. [`task::spawn`], [`FutureExt::with_current_context`],
 //!   [`tower::ContextLayer`] and [`runtime::propagate`] give it its own. In a Tokio task,
 //!   writes there are refused (S21), so nothing is shared silently; on other executors they are
-//!   not ([other executors](#smol-async-executor-and-other-executors)).
+//!   not, unless the thread called [`thread::refuse_own_context_writes`]
+//!   ([other executors](#smol-async-executor-and-other-executors)).
 //! - <a id="s14"></a>**S14 — scopes.** [`ContextVar::scope`] and [`ContextVar::sync_scope`] run with a
 //!   copy of the current context, taken at the call, in which the variable is set; nothing leaks
 //!   out afterwards.
@@ -1219,7 +1229,8 @@
 //!   write-back into an unwrapped task; a `reset` there panics before any token check. The
 //!   check needs the `tokio` feature (on by default): in a build where no crate enables it,
 //!   nothing is refused; and it sees only Tokio tasks: on smol, async-executor or
-//!   `futures::executor` nothing is refused in any build. See
+//!   `futures::executor` nothing is refused, in any build, except on a thread that called
+//!   [`thread::refuse_own_context_writes`], where every write with no context entered is. See
 //!   [isolation by default](#isolation-by-default) and
 //!   [other executors](#smol-async-executor-and-other-executors).
 //! - <a id="s22"></a>**S22 — one context per request.** Behind [`tower::ContextLayer`], each

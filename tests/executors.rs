@@ -117,7 +117,14 @@ impl Executor {
         self.0.send(task).unwrap();
     }
 }
-fn worker(rx: Arc<Mutex<Receiver<Arc<Task>>>>, stop: Arc<AtomicBool>) -> (bool, bool, bool) {
+fn worker(
+    rx: Arc<Mutex<Receiver<Arc<Task>>>>,
+    stop: Arc<AtomicBool>,
+    refuse: bool,
+) -> (bool, bool, bool) {
+    if refuse {
+        contextvars::thread::refuse_own_context_writes();
+    }
     while !stop.load(Ordering::Relaxed) {
         let next = rx.lock().unwrap().recv_timeout(Duration::from_millis(5));
         let Ok(task) = next else { continue };
@@ -183,13 +190,23 @@ async fn request(ex: Executor, id: String) -> String {
 
 #[test]
 fn the_guides_recipe_isolates_every_request_on_a_multi_thread_executor() {
+    run_the_guides_recipe(false);
+}
+
+#[test]
+fn the_guides_recipe_writes_only_in_contexts_of_its_own() {
+    // On threads that refuse writes to their own context, the same service runs unchanged.
+    run_the_guides_recipe(true);
+}
+
+fn run_the_guides_recipe(refuse: bool) {
     let (tx, rx) = channel::<Arc<Task>>();
     let rx = Arc::new(Mutex::new(rx));
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..4)
         .map(|_| {
             let (rx, stop) = (rx.clone(), stop.clone());
-            std::thread::spawn(move || worker(rx, stop))
+            std::thread::spawn(move || worker(rx, stop, refuse))
         })
         .collect();
     let ex = Executor(tx);
@@ -239,4 +256,98 @@ fn the_guides_recipe_isolates_every_request_on_a_multi_thread_executor() {
         clean.iter().all(|&c| c == (true, true, true)),
         "a worker kept values: {clean:?}"
     );
+}
+
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(text) => *text,
+        Err(panic) => panic.downcast_ref::<&str>().unwrap_or(&"").to_string(),
+    }
+}
+
+#[test]
+fn a_thread_that_refuses_own_context_writes_refuses_an_unwrapped_task_and_names_the_fix() {
+    static CRITICAL: contextvars::Local = contextvars::Local::thread_critical();
+    std::thread::spawn(|| {
+        contextvars::thread::refuse_own_context_writes();
+        let mut pool = LocalPool::new();
+        let spawner = pool.spawner();
+        spawner
+            .spawn_local(async { drop(REQUEST_ID.set("a".into())) })
+            .unwrap();
+        let refused =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.run_until_stalled()));
+        let message = panic_text(refused.expect_err("an unwrapped task's set is refused"));
+        assert!(
+            message.starts_with("contextvars: `ContextVar::set` with no context entered"),
+            "{message}"
+        );
+        for fix in [
+            "contextvars::thread::refuse_own_context_writes",
+            "`.with_context(contextvars::Context::new())`",
+            "`.with_current_context()`",
+            "`contextvars::Context::current().fork().bind(job)`",
+            "smol, async-executor and other executors",
+        ] {
+            assert!(
+                message.contains(fix),
+                "the message lacks {fix:?}: {message}"
+            );
+        }
+        assert!(!message.contains("Tokio task"), "{message}");
+        // Refused before anything changed; reads are never refused.
+        assert!(REQUEST_ID.get().is_none());
+        // Every other write on the thread, thread-critical ones included, is refused too...
+        let local = std::panic::catch_unwind(|| CRITICAL.set("user", 1u32));
+        assert!(panic_text(local.unwrap_err()).contains("`Local::set` with no context entered"));
+        // ...but not in a context of the work's own: a wrapped task, `run`, a bound closure.
+        let mut pool = LocalPool::new();
+        let (tx, rx) = channel();
+        pool.spawner()
+            .spawn_local(
+                async move {
+                    REQUEST_ID.set("wrapped".into());
+                    CRITICAL.set("user", 2u32);
+                    yield_now().await;
+                    tx.send(REQUEST_ID.get_cloned()).unwrap();
+                }
+                .with_context(Context::new()),
+            )
+            .unwrap();
+        pool.run();
+        assert_eq!(rx.recv().unwrap().as_deref(), Some("wrapped"));
+        Context::new().run(|| REQUEST_ID.set("run".into()));
+        Context::new().bind(|| REQUEST_ID.set("bound".into()))();
+        assert!(REQUEST_ID.get().is_none(), "nothing reached the thread");
+        // Threads it spawns do not inherit it.
+        std::thread::spawn(|| drop(REQUEST_ID.set("other thread".into())))
+            .join()
+            .expect("a new thread writes to its own context");
+    })
+    .join()
+    .unwrap();
+}
+
+/// A Tokio task on such a thread still gets the Tokio message, whose fixes are Tokio's.
+#[cfg(feature = "tokio")]
+#[test]
+fn in_a_tokio_task_the_refusal_stays_tokios() {
+    std::thread::spawn(|| {
+        contextvars::thread::refuse_own_context_writes();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let refused = runtime
+            .block_on(async { tokio::spawn(async { drop(REQUEST_ID.set("a".into())) }).await })
+            .unwrap_err();
+        let message = panic_text(refused.into_panic());
+        assert!(
+            message.starts_with(
+                "contextvars: `ContextVar::set` inside a Tokio task that has no context of its own"
+            ),
+            "{message}"
+        );
+    })
+    .join()
+    .unwrap();
 }
