@@ -70,11 +70,14 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          in axum); a value per connection (the peer's address) goes in a middleware of the \
          connection's own service, below `ContextLayer`, not in the accept loop or connection \
          task (an HTTP/2 request is served in a task of its own);\n\
-         - a server that is not tower (actix-web, poem): in your outermost middleware (actix-web: \
-         the last `.wrap` call, a `wrap_fn` closure or your `Service::call`; poem: the last \
-         `.with` call, your `Endpoint::call`), return \
+         - a server that is not tower (actix-web, poem, salvo): in your outermost middleware \
+         (actix-web: the last `.wrap` call, a `wrap_fn` closure or your `Service::call`; poem: \
+         the last `.with` call, your `Endpoint::call`), return \
          `contextvars::Scoped::from_call(contextvars::Context::new(), || service.call(request))` \
-         and `set` inside that closure or below it;\n\
+         and `set` inside that closure or below it (salvo: a `Handler` registered with the \
+         first `Service::hoop` call awaits `Scoped::from_call(Context::new(), || \
+         ctrl.call_next(req, depot, res))`; `ContextLayer` through salvo's `TowerLayerCompat` \
+         isolates nothing);\n\
          - a task you spawn: spawn it with `contextvars::task::spawn` (or `spawn_local` for \
          `actix_web::rt::spawn`, `spawn_blocking` for `web::block`), or wrap its future with \
          `.with_current_context()` (from `contextvars::FutureExt`: opentelemetry's trait has a \

@@ -208,3 +208,198 @@ fn a_poem_shaped_middleware_on_a_multi_thread_runtime() {
         assert!(message.contains(fix), "does not name {fix}: {message}");
     }
 }
+
+/// A server shaped as salvo's: a hoop does not return the inner call's future but awaits
+/// `ctrl.call_next(req, depot, res)` with `&mut` borrows; the chain (hoops, then the handler)
+/// runs in one future in the connection's plain `tokio::spawn` task; the catcher runs after
+/// every hoop has returned.
+mod salvo_shaped {
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use super::*;
+    use contextvars::FutureExt;
+
+    pub type BoxFut<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+    pub struct Request {
+        pub id: String,
+        pub log: Vec<String>,
+    }
+
+    /// salvo's `Depot`: per-request storage shared by the hoops and the catcher.
+    #[derive(Default)]
+    pub struct Depot(pub Option<Context>);
+
+    pub trait Handler: Send + Sync {
+        fn handle<'a>(
+            &'a self,
+            req: &'a mut Request,
+            depot: &'a mut Depot,
+            ctrl: &'a mut FlowCtrl,
+        ) -> BoxFut<'a>;
+    }
+
+    pub struct FlowCtrl {
+        handlers: Vec<Arc<dyn Handler>>,
+        cursor: usize,
+    }
+
+    impl FlowCtrl {
+        pub fn new(handlers: Vec<Arc<dyn Handler>>) -> Self {
+            FlowCtrl {
+                handlers,
+                cursor: 0,
+            }
+        }
+
+        /// As salvo's: runs every handler not yet run, in this future.
+        pub async fn call_next(&mut self, req: &mut Request, depot: &mut Depot) {
+            while self.cursor < self.handlers.len() {
+                let handler = self.handlers[self.cursor].clone();
+                self.cursor += 1;
+                handler.handle(req, depot, self).await;
+            }
+        }
+    }
+
+    /// The context hoop of the guide: `Scoped::from_call` around `call_next`, keeping the
+    /// request's context in the depot for the catcher.
+    pub struct ContextHoop;
+    impl Handler for ContextHoop {
+        fn handle<'a>(
+            &'a self,
+            req: &'a mut Request,
+            depot: &'a mut Depot,
+            ctrl: &'a mut FlowCtrl,
+        ) -> BoxFut<'a> {
+            Box::pin(async move {
+                let id = req.id.clone();
+                Scoped::from_call(Context::new(), || {
+                    assert!(REQUEST_ID.get().is_none(), "a request starts empty");
+                    REQUEST_ID.set(id);
+                    async {
+                        ctrl.call_next(req, depot).await;
+                        depot.0 = Some(Context::current());
+                    }
+                })
+                .await
+            })
+        }
+    }
+
+    /// A hoop after it, Django-style: sets and logs around the rest.
+    pub struct Auth;
+    impl Handler for Auth {
+        fn handle<'a>(
+            &'a self,
+            req: &'a mut Request,
+            depot: &'a mut Depot,
+            ctrl: &'a mut FlowCtrl,
+        ) -> BoxFut<'a> {
+            Box::pin(async move {
+                USER.set(format!("u-{}", req.id));
+                ctrl.call_next(req, depot).await;
+                let line = format!("auth {}", REQUEST_ID.get_cloned().unwrap_or_default());
+                req.log.push(line);
+            })
+        }
+    }
+
+    /// The handler: yields (other connections' requests run), spawns a child, logs.
+    pub struct Goal;
+    impl Handler for Goal {
+        fn handle<'a>(
+            &'a self,
+            req: &'a mut Request,
+            _depot: &'a mut Depot,
+            _ctrl: &'a mut FlowCtrl,
+        ) -> BoxFut<'a> {
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                let child = task::spawn(async { USER.get_cloned().unwrap_or_default() });
+                let child = child.await.unwrap();
+                let id = REQUEST_ID.get_cloned().unwrap_or_default();
+                req.log.push(format!("goal {id} {child}"));
+            })
+        }
+    }
+
+    /// A catcher hoop: re-enters the request's context kept in the depot.
+    pub async fn catcher(req: &mut Request, depot: &mut Depot) {
+        let log = async { format!("catch {}", REQUEST_ID.get_cloned().unwrap_or_default()) };
+        let line = match depot.0.clone() {
+            Some(ctx) => log.with_context(ctx).await,
+            None => log.await,
+        };
+        req.log.push(line);
+    }
+
+    /// salvo's `HyperHandler::handle`: the chain, then the catcher, in one future.
+    pub async fn serve(hoops: &[Arc<dyn Handler>], id: String) -> Vec<String> {
+        let mut req = Request { id, log: vec![] };
+        let mut depot = Depot::default();
+        let mut handlers = hoops.to_vec();
+        handlers.push(Arc::new(Goal));
+        FlowCtrl::new(handlers)
+            .call_next(&mut req, &mut depot)
+            .await;
+        catcher(&mut req, &mut depot).await;
+        let outside = REQUEST_ID.get_cloned().unwrap_or_default();
+        req.log.push(format!("after [{outside}]"));
+        req.log
+    }
+}
+
+#[test]
+fn a_salvo_shaped_hoop_on_a_multi_thread_runtime() {
+    use salvo_shaped::{Auth, ContextHoop, Handler, serve};
+    use std::sync::Arc;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hoops: Arc<[Arc<dyn Handler>]> = Arc::new([Arc::new(ContextHoop), Arc::new(Auth)]);
+    let (connections_n, requests) = (40, 6);
+    rt.block_on(async {
+        let mut connections = Vec::new();
+        for conn in 0..connections_n {
+            let hoops = hoops.clone();
+            // a plain task, as salvo's connection tasks: no context of its own
+            connections.push(tokio::spawn(async move {
+                for n in 0..requests {
+                    let id = format!("r{conn}-{n}");
+                    let log = serve(&hoops, id.clone()).await;
+                    let want = [
+                        format!("goal {id} u-{id}"),
+                        format!("auth {id}"),
+                        format!("catch {id}"),
+                        "after []".to_owned(),
+                    ];
+                    assert_eq!(log, want);
+                }
+            }));
+        }
+        for c in connections {
+            c.await.unwrap();
+        }
+    });
+    // Without the context hoop, the first `set` in the connection's task is refused, and the
+    // message names salvo's fix.
+    let no_context: Arc<[Arc<dyn Handler>]> = Arc::new([Arc::new(Auth)]);
+    let err = rt
+        .block_on(async { tokio::spawn(async move { serve(&no_context, "x".into()).await }).await })
+        .expect_err("refused (S21)");
+    let message = err.into_panic().downcast_ref::<String>().cloned();
+    let message = message.unwrap_or_default();
+    for fix in [
+        "salvo",
+        "`Service::hoop`",
+        "ctrl.call_next(req, depot, res)",
+        "`TowerLayerCompat`",
+    ] {
+        assert!(message.contains(fix), "does not name {fix}: {message}");
+    }
+}
