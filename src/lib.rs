@@ -34,10 +34,10 @@
 //! and the numbered rules the tests check: [**Semantics**](#semantics).
 //!
 //! Serving HTTP: with axum, tonic or hyper, start at the [`tower`] module (one context per
-//! request, a complete axum service); with actix-web, poem or another server that is not tower,
-//! at [its section](#actix-web-and-other-servers-that-are-not-tower); across services, at
-//! [`propagation`]; log lines, at [`tracing`]. A worker that runs jobs sent through a channel:
-//! [channels and job queues](#channels-and-job-queues).
+//! request, a complete axum service); with actix-web, poem, salvo or another server that is
+//! not tower, at [its section](#actix-web-and-other-servers-that-are-not-tower); across
+//! services, at [`propagation`]; log lines, at [`tracing`]. A worker that runs jobs sent
+//! through a channel: [channels and job queues](#channels-and-job-queues).
 //!
 //! # The model
 //!
@@ -193,7 +193,7 @@
 //!   not tower, its `from_call` middleware).
 //! - **Every request of a service**: `tower::ContextLayer` (feature `tower`) runs each request
 //!   in its own fork, so middleware and handlers can simply `set` (Django-style). A server
-//!   that is not tower (actix-web, poem): a middleware of yours that returns
+//!   that is not tower (actix-web, poem, salvo): a middleware of yours that returns
 //!   [`Scoped::from_call`] (see [actix-web](#actix-web-and-other-servers-that-are-not-tower)).
 //! - **A task**: [`task::spawn`], [`task::spawn_local`], [`task::spawn_blocking`].
 //! - **A future** handed to anything else: [`FutureExt::with_current_context`].
@@ -605,6 +605,26 @@
 //!   request on the same keep-alive connection reads. Keep the middleware.
 //! - poem's `TestClient` calls the endpoint in the test's own future, as `test::call_service`
 //!   does above.
+//!
+//! In salvo, which also serves each connection in a plain `tokio::spawn` task (without the
+//! middleware, a handler's `set` is refused and the client gets no response):
+//!
+//! - The middleware is a `Handler` registered with the first `Service::hoop` call. A hoop
+//!   does not return the inner call's future but awaits `ctrl.call_next(req, depot, res)`, so
+//!   its `handle` awaits `Scoped::from_call(Context::new(), || { REQUEST_ID.set(id);
+//!   ctrl.call_next(req, depot, res) })` (or `async { … }.with_context(Context::new())`): the
+//!   hoops after it and the handler run inside. A `Router`'s hoops run only for a path it
+//!   matches (not for a 404), and after the hoops of the routers around it, so put it on the
+//!   `Service`.
+//! - `ContextLayer::new().compat()` (salvo's `TowerLayerCompat`) compiles but isolates
+//!   nothing: salvo runs the hoops and handler after it beside the layer's future, not inside
+//!   it, so their `set` is refused and they read none of the request's values.
+//! - The `Catcher` runs after every hoop has returned, outside the request's context, and so
+//!   does salvo's `Logger` line (a response observer): both read none of the request's
+//!   values. For the catcher, keep the context in the `Depot` at the end of the `from_call`
+//!   future (`depot.insert_typed(Context::current())`, in an `async` block after awaiting
+//!   `call_next`) and run a catcher hoop's `ctrl.call_next(req, depot, res)` with
+//!   `.with_context(ctx)`. Log the response from a hoop of yours added after the context hoop.
 //!
 //! # Testing
 //!

@@ -131,8 +131,9 @@ impl<F> Scoped<F> {
     ///
     /// Use it in the per-request middleware of a server that is not tower: actix-web (a
     /// `wrap_fn` closure, or your `Service::call`), poem (the `call` of the `Endpoint` your
-    /// `Middleware` returns), or any framework whose middleware calls the inner service and
-    /// returns its future.
+    /// `Middleware` returns), salvo (a hoop that awaits
+    /// `Scoped::from_call(ctx, || ctrl.call_next(req, depot, res))`), or any framework whose
+    /// middleware calls the inner service and returns or awaits its future.
     /// `Scoped::from_call(Context::new(), || inner.call(req))` gives each request a context of
     /// its own, in which the middleware's own `set`s, the inner service's `call` and the handler
     /// all write. `Context::new()` gives each request an empty context;

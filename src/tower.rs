@@ -150,9 +150,11 @@
 //! The crate's tests do not build tonic; this wiring was checked with tonic 0.14 (240 and 1,000
 //! concurrent calls over one HTTP/2 connection, every log line of two services its own).
 //!
-//! A server that is not tower but takes tower layers through a bridge of its own (poem's
-//! `compat`) hands them its own request type, not `http::Request`: there `ContextLayer` does
-//! not apply; see
+//! A server that is not tower but takes tower layers through a bridge of its own does not get
+//! a context per request from `ContextLayer`: poem's `compat` hands layers its own request
+//! type, not `http::Request` (it does not compile); salvo's `TowerLayerCompat` compiles, but
+//! runs the hoops and handler after the layer outside the layer's future (their `set` is
+//! refused). See
 //! [servers that are not tower](crate#actix-web-and-other-servers-that-are-not-tower).
 //!
 //! # Without the layer
