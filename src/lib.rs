@@ -423,6 +423,13 @@
 //! For a single job on a pool, `Context::current().fork().bind(job)` does the same for an
 //! `FnOnce`; [`task::spawn_blocking`] for Tokio's blocking pool.
 //!
+//! A job handed to the pool unwrapped writes into its pool thread's context, silently. To have
+//! that write panic instead (S21, with the fixes in the message), build the pool with
+//! `rayon::ThreadPoolBuilder::new().start_handler(|_|
+//! contextvars::thread::refuse_own_context_writes())` ([`thread::refuse_own_context_writes`]).
+//! It catches a job that runs at the top of a pool thread; one run while another job waits
+//! inside it is in that job's context, and is not caught.
+//!
 //! ## smol, async-executor and other executors
 //!
 //! The S21 check sees only Tokio tasks. On smol, async-executor, async-std or

@@ -254,3 +254,48 @@ fn many_callers_wrapping_their_own_contexts_stay_apart() {
     });
     assert_eq!(seen.lock().unwrap().len(), 200);
 }
+
+#[test]
+fn a_pool_whose_threads_refuse_own_context_writes_refuses_an_unwrapped_job_only() {
+    static JOB: ContextVar<u32> = ContextVar::new("job");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .start_handler(|_| contextvars::thread::refuse_own_context_writes())
+        .build()
+        .unwrap();
+    // An unwrapped job at the top of a pool thread: refused, naming the fix.
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.install(|| JOB.set(1));
+    }))
+    .expect_err("an unwrapped job's set is refused");
+    let message = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("`ContextVar::set` with no context entered")
+            && message.contains("`contextvars::Context::current().fork().bind(job)`"),
+        "{message}"
+    );
+    // Wrapped and bound jobs write in contexts of their own, and leave the threads nothing.
+    let sum: u32 = pool.install(|| {
+        (0..1_000u32)
+            .into_par_iter()
+            .map(Context::current().wrap(|i: u32| {
+                assert!(JOB.get().is_none(), "another item's value");
+                JOB.set(i);
+                *JOB.get().unwrap()
+            }))
+            .sum()
+    });
+    assert_eq!(sum, (0..1_000u32).sum::<u32>());
+    assert_eq!(
+        pool.install(Context::new().bind(|| {
+            JOB.set(7);
+            JOB.get().map(|v| *v)
+        })),
+        Some(7)
+    );
+    let left: Vec<bool> = pool.broadcast(|_| JOB.get().is_none());
+    assert_eq!(left, [true, true], "a pool thread kept a value");
+}
