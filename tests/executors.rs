@@ -194,7 +194,7 @@ fn the_guides_recipe_isolates_every_request_on_a_multi_thread_executor() {
 }
 
 #[test]
-fn the_guides_recipe_writes_only_in_contexts_of_its_own() {
+fn the_guides_recipe_runs_unchanged_on_multi_thread_executor_threads_that_refuse_writes() {
     // On threads that refuse writes to their own context, the same service runs unchanged.
     run_the_guides_recipe(true);
 }
