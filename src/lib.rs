@@ -1070,7 +1070,7 @@
 //!
 //! | feature | adds | dependencies |
 //! |---|---|---|
-//! | `tokio` (default) | the [`task`] module: `spawn`, `spawn_local`, `spawn_blocking`, `sync_to_async`, `async_to_sync`; and the S21 check, which needs Tokio to tell a task apart | `tokio` (`rt`, `rt-multi-thread`, `sync`) |
+//! | `tokio` (default) | the [`task`] module: `spawn`, `spawn_local`, `spawn_blocking`, `sync_to_async`, `async_to_sync`; and the S21 check, which needs Tokio to tell a task apart | `tokio` (`rt`, `sync`) |
 //! | `futures` | `Stream` and `Sink` for [`Scoped`] (each `poll_next` / `poll_*` inside its context) | `futures-core`, `futures-sink` |
 //! | `tracing` | the [`tracing`] module: [`tracing::ContextFields`] for `tracing_subscriber::fmt`, text and JSON; and reports of skipped baggage members | `tracing`, `tracing-subscriber` (`fmt`, `std`, `registry`; enable its `json` feature yourself for JSON lines) |
 //! | `tower` | the [`tower`] module: [`tower::ContextLayer`], a context per request for axum, tonic and hyper; turns on `tokio`, for the S21 check | `tower-layer`, `tower-service`, `http`, `http-body` (`Body` for [`Scoped`]) |
