@@ -219,6 +219,7 @@ impl Context {
     /// assert_eq!(child.get(&SCRATCH).as_deref(), Some(&Vec::new()));
     /// assert_eq!(parent.get(&SCRATCH).as_deref(), Some(&vec![1, 2, 3]));
     /// ```
+    #[must_use = "`fork` returns a new context and leaves `self` unchanged"]
     pub fn fork(&self) -> Context {
         let mut child = self.clone();
         if self.special != 0 {
@@ -410,6 +411,7 @@ impl Context {
     /// let mut ctx = Context::new().with_value(&REQUEST_ID, 42);
     /// ctx.run(|| assert_eq!(REQUEST_ID.get().as_deref(), Some(&42)));
     /// ```
+    #[must_use = "`with_value` returns a new context and leaves `self` unchanged"]
     pub fn with_value<T: Send + Sync + 'static>(&self, var: &ContextVar<T>, value: T) -> Context {
         let mut ctx = self.clone();
         ctx.insert(var.key(), var.binding(Arc::new(value)));

@@ -1373,3 +1373,35 @@ pub use guard::SetGuard;
 pub use local::Local;
 pub use scoped::{FutureExt, Scoped};
 pub use var::{ContextVar, Inherit, Token, VarKey};
+
+/// A result of these calls that is dropped is a bug (the context they return is their only
+/// effect), so each is `#[must_use]`; every block below must fail to compile. (The closures of
+/// `bind` and `wrap` are `impl Fn*`, which the compiler already warns about.)
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// static V: contextvars::ContextVar<u32> = contextvars::ContextVar::new("v");
+/// contextvars::Context::new().with_value(&V, 1);
+/// ```
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// contextvars::Context::new().fork();
+/// ```
+#[cfg(doctest)]
+struct MustUse;
+
+/// As [`MustUse`], for [`propagation::Baggage`]'s extracts.
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// contextvars::propagation::Baggage::new().extract_headers(&http::HeaderMap::new());
+/// ```
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let carrier = std::collections::HashMap::<String, String>::new();
+/// contextvars::propagation::Baggage::new().extract(&carrier);
+/// ```
+#[cfg(all(doctest, feature = "opentelemetry"))]
+struct MustUseBaggage;

@@ -509,6 +509,7 @@ impl Baggage {
     ///     assert!(RETRIES.get().is_none()); // `many` is not a u32: skipped
     /// });
     /// ```
+    #[must_use = "the values are set in the returned context, not the current one: enter it with `Context::run` or `Scoped::new`"]
     pub fn extract_headers(&self, headers: &HeaderMap) -> Context {
         self.extract_headers_onto(Context::current(), headers)
     }
@@ -567,6 +568,7 @@ impl Baggage {
     /// let mut context = baggage.extract(&carrier);
     /// assert_eq!(context.run(|| TENANT.get()).as_deref().map(String::as_str), Some("café"));
     /// ```
+    #[must_use = "the values are set in the returned context, not the current one: enter it with `Context::run` or `Scoped::new`"]
     pub fn extract(&self, extractor: &dyn Extractor) -> Context {
         let base = Context::current();
         if self.entries.is_empty() {
