@@ -1092,7 +1092,10 @@
 //! opentelemetry's `Injector` and `Extractor` traits appear in [`propagation::Baggage`]'s
 //! signatures, so they are public API of this crate: the `opentelemetry` feature follows
 //! opentelemetry's releases (today its 0.33 line), and moving to a new opentelemetry line is a
-//! breaking release of this crate.
+//! breaking release of this crate. So is moving to a new line of the other crates whose types
+//! or traits appear in the API: tokio 1 (`JoinHandle`, the runtime `Builder`), http 1 and
+//! http-body 1, tower-layer and tower-service 0.3, futures-core and futures-sink 0.3,
+//! tracing-subscriber 0.3 (`FormatEvent`).
 //!
 //! # How it works inside
 //!
