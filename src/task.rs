@@ -292,7 +292,8 @@ where
 ///   current-thread runtime, timers and IO then make progress only while its `block_on` runs,
 ///   as it does while the caller awaits the job);
 /// - on a thread that entered a multi-thread runtime (`let _guard = rt.enter();`), or inside
-///   [`tokio::task::block_in_place`]: that runtime;
+///   [`tokio::task::block_in_place`](https://docs.rs/tokio/1/tokio/task/fn.block_in_place.html):
+///   that runtime;
 /// - anywhere else — a plain thread, or one that entered a current-thread runtime, whose
 ///   `Handle::block_on` could not drive its timers and IO — a private current-thread runtime
 ///   kept per thread (created on first use).
