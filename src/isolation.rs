@@ -21,7 +21,8 @@ thread_local! {
     static REFUSES_OWN_CONTEXT_WRITES: Cell<bool> = const { Cell::new(false) };
 }
 
-/// From now on, writes on the calling thread with no context entered are refused (S21).
+/// From now on, writes on the calling thread by work with no context of its own are refused
+/// (S21): with no context entered, or a thread-critical write with no task entry.
 pub(crate) fn refuse_own_context_writes() {
     // During the thread's teardown there is nothing left to protect.
     let _ = REFUSES_OWN_CONTEXT_WRITES.try_with(|refuses| refuses.set(true));
@@ -103,18 +104,19 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
 #[inline(never)]
 fn refuse_write_on_thread(call: &'static str) -> ! {
     panic!(
-        "contextvars: `{call}` with no context entered, on a thread that refuses writes to its \
-         own context (`contextvars::thread::refuse_own_context_writes`, S21): the write would \
-         land in the thread's context, which every task or job this thread runs unwrapped \
-         shares. Give the work its own context:\n\
+        "contextvars: `{call}` in work that has no context of its own, on a thread that \
+         refuses writes to its own context (`contextvars::thread::refuse_own_context_writes`, \
+         S21): the write would land in the thread's context, which every task or job this \
+         thread runs unwrapped shares. Give the work its own context:\n\
          - a connection or request: run its future with \
          `.with_context(contextvars::Context::new())`, or \
-         `contextvars::Scoped::from_call(contextvars::Context::current().fork(), || handle(request))` \
-         and `set` inside that closure or below it;\n\
+         `contextvars::Scoped::from_call(contextvars::Context::current().fork(), \
+         || handle(request))` and `set` inside that closure or below it;\n\
          - a task you spawn (`smol::spawn`, `Executor::spawn`): wrap its future with \
          `.with_current_context()` (from `contextvars::FutureExt`) before you spawn it;\n\
-         - a blocking job (`smol::unblock`) or a pool closure: \
-         `contextvars::Context::current().fork().bind(job)`.\n\
+         - a blocking job (`smol::unblock`) or a pool job: \
+         `contextvars::Context::current().fork().bind(job)`; a closure rayon calls per item: \
+         `contextvars::Context::current().wrap(f)`.\n\
          See the guide's section \"smol, async-executor and other executors\". \
          RUST_BACKTRACE=1 shows the call that wrote."
     )

@@ -85,7 +85,9 @@ where
 /// each thread that runs an executor, or a pool's jobs, and such a write panics instead, with
 /// a message naming the fix. Writes inside a [`Context::run`], a [`Scoped`](crate::Scoped)
 /// (`with_context`, `with_current_context`, `Scoped::from_call`) or a [`Context::bind`]
-/// closure are the work's own and go on as before; reads are never refused.
+/// closure are the work's own and go on as before; reads are never refused. As in a Tokio
+/// task, a [`thread_critical`](crate::Local::thread_critical) `Local` needs a `Scoped` or a
+/// `bind` for its writes: a `run` keeps the thread's storage (S19).
 ///
 /// It lasts as long as the thread; threads it spawns do not inherit it. Code at the top of the
 /// thread, outside any `run`, cannot write either. An executor whose threads you do not start

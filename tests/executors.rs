@@ -279,7 +279,9 @@ fn a_thread_that_refuses_own_context_writes_refuses_an_unwrapped_task_and_names_
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.run_until_stalled()));
         let message = panic_text(refused.expect_err("an unwrapped task's set is refused"));
         assert!(
-            message.starts_with("contextvars: `ContextVar::set` with no context entered"),
+            message.starts_with(
+                "contextvars: `ContextVar::set` in work that has no context of its own"
+            ),
             "{message}"
         );
         for fix in [
@@ -299,7 +301,10 @@ fn a_thread_that_refuses_own_context_writes_refuses_an_unwrapped_task_and_names_
         assert!(REQUEST_ID.get().is_none());
         // Every other write on the thread, thread-critical ones included, is refused too...
         let local = std::panic::catch_unwind(|| CRITICAL.set("user", 1u32));
-        assert!(panic_text(local.unwrap_err()).contains("`Local::set` with no context entered"));
+        assert!(
+            panic_text(local.unwrap_err())
+                .contains("`Local::set` in work that has no context of its own")
+        );
         // ...but not in a context of the work's own: a wrapped task, `run`, a bound closure.
         let mut pool = LocalPool::new();
         let (tx, rx) = channel();
@@ -317,6 +322,12 @@ fn a_thread_that_refuses_own_context_writes_refuses_an_unwrapped_task_and_names_
         pool.run();
         assert_eq!(rx.recv().unwrap().as_deref(), Some("wrapped"));
         Context::new().run(|| REQUEST_ID.set("run".into()));
+        // A `run` keeps the thread's thread-critical storage: refused there, as in a Tokio task.
+        let in_run = std::panic::catch_unwind(|| Context::new().run(|| CRITICAL.set("user", 3u32)));
+        assert!(
+            panic_text(in_run.unwrap_err())
+                .contains("`Local::set` in work that has no context of its own")
+        );
         Context::new().bind(|| REQUEST_ID.set("bound".into()))();
         assert!(REQUEST_ID.get().is_none(), "nothing reached the thread");
         // Threads it spawns do not inherit it.

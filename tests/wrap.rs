@@ -273,7 +273,7 @@ fn a_pool_whose_threads_refuse_own_context_writes_refuses_an_unwrapped_job_only(
         .cloned()
         .unwrap_or_default();
     assert!(
-        message.contains("`ContextVar::set` with no context entered")
+        message.contains("`ContextVar::set` in work that has no context of its own")
             && message.contains("`contextvars::Context::current().fork().bind(job)`"),
         "{message}"
     );
