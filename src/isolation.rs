@@ -116,7 +116,9 @@ fn refuse_write_on_thread(call: &'static str) -> ! {
          `.with_current_context()` (from `contextvars::FutureExt`) before you spawn it;\n\
          - a blocking job (`smol::unblock`) or a pool job: \
          `contextvars::Context::current().fork().bind(job)`; a closure rayon calls per item: \
-         `contextvars::Context::current().wrap(f)`.\n\
+         `contextvars::Context::current().wrap(f)`;\n\
+         - a thread-critical `Local` (S19): a `Context::run` keeps the thread's storage; enter \
+         the work's context with `bind` or `.with_context(…)` instead.\n\
          See the guide's section \"smol, async-executor and other executors\". \
          RUST_BACKTRACE=1 shows the call that wrote."
     )

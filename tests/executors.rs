@@ -329,6 +329,15 @@ fn a_thread_that_refuses_own_context_writes_refuses_an_unwrapped_task_and_names_
                 .contains("`Local::set` in work that has no context of its own")
         );
         Context::new().bind(|| REQUEST_ID.set("bound".into()))();
+        Context::new().bind(|| CRITICAL.set("user", 3u32))();
+        // A `run` keeps the thread's thread-critical storage (S19): refused, and the message
+        // says so, although a context is entered.
+        let in_run = std::panic::catch_unwind(|| Context::new().run(|| CRITICAL.set("user", 4u32)));
+        let message = panic_text(in_run.unwrap_err());
+        assert!(
+            message.contains("a `Context::run` keeps the thread's storage"),
+            "{message}"
+        );
         assert!(REQUEST_ID.get().is_none(), "nothing reached the thread");
         // Threads it spawns do not inherit it.
         std::thread::spawn(|| drop(REQUEST_ID.set("other thread".into())))
