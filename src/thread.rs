@@ -89,9 +89,11 @@ where
 /// task, a [`thread_critical`](crate::Local::thread_critical) `Local` needs a `Scoped` or a
 /// `bind` for its writes: a `run` keeps the thread's storage (S19).
 ///
-/// It lasts as long as the thread; threads it spawns do not inherit it. Code at the top of the
-/// thread, outside any `run`, cannot write either. An executor whose threads you do not start
-/// (smol's global `smol::spawn`, the `blocking` pool behind `unblock`) has no place to call it.
+/// It lasts as long as the thread, its thread-local destructors included (a write refused in
+/// one aborts the process, as any panic there does); threads it spawns do not inherit it. Code
+/// at the top of the thread, outside any `run`, cannot write either. An executor whose threads
+/// you do not start (smol's global `smol::spawn`, the `blocking` pool behind `unblock`) has no
+/// place to call it.
 ///
 /// # Panics
 ///

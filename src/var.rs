@@ -256,7 +256,9 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// `runtime::propagate` — the write would land in the worker thread's context, shared by
     /// every such task, so it panics instead (S21). The root future of `block_on` /
     /// `#[tokio::main]` is not a task: writes there are allowed. The ways to give a task a
-    /// context of its own: [isolation by default](crate#isolation-by-default).
+    /// context of its own: [isolation by default](crate#isolation-by-default). On a thread that
+    /// called [`thread::refuse_own_context_writes`](crate::thread::refuse_own_context_writes),
+    /// wherever no context is entered, in a Tokio task or not.
     ///
     /// # Examples
     ///
