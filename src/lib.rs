@@ -432,9 +432,9 @@
 //!
 //! ## smol, async-executor and other executors
 //!
-//! The S21 check sees only Tokio tasks. On smol, async-executor, async-std or
-//! `futures::executor` nothing is refused by default, with the `tokio` feature or without: a future
-//! spawned unwrapped (`smol::spawn(fut)`, `ex.spawn(fut)`) runs in its executor thread's own
+//! The S21 check sees only Tokio tasks (an executor driven inside one is checked as that task).
+//! On smol, async-executor, async-std or `futures::executor` nothing is refused by default,
+//! with the `tokio` feature or without: a future spawned unwrapped (`smol::spawn(fut)`, `ex.spawn(fut)`) runs in its executor thread's own
 //! context, and what it `set`s lands there, where every unwrapped task polled on that thread
 //! later reads it, after the task has ended too. A blocking job (`smol::unblock(f)`) runs in
 //! its pool thread's context the same way: it reads none of the request's values, and what it
