@@ -434,11 +434,12 @@
 //!
 //! The S21 check sees only Tokio tasks (an executor driven inside one is checked as that task).
 //! On smol, async-executor, async-std or `futures::executor` nothing is refused by default,
-//! with the `tokio` feature or without: a future spawned unwrapped (`smol::spawn(fut)`, `ex.spawn(fut)`) runs in its executor thread's own
-//! context, and what it `set`s lands there, where every unwrapped task polled on that thread
-//! later reads it, after the task has ended too. A blocking job (`smol::unblock(f)`) runs in
-//! its pool thread's context the same way: it reads none of the request's values, and what it
-//! sets, the thread's next job reads. Give each piece of work a context of its own:
+//! with the `tokio` feature or without: a future spawned unwrapped (`smol::spawn(fut)`,
+//! `ex.spawn(fut)`) runs in its executor thread's own context, and what it `set`s lands there,
+//! where every unwrapped task polled on that thread later reads it, after the task has ended
+//! too. A blocking job (`smol::unblock(f)`) runs in its pool thread's context the same way: it
+//! reads none of the request's values, and what it sets, the thread's next job reads. Give
+//! each piece of work a context of its own:
 //!
 //! - each connection: `ex.spawn(serve(stream).with_context(Context::new()))`;
 //! - each request on it: `Scoped::from_call(Context::current().fork(), || { REQUEST_ID.set(id);
