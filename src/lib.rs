@@ -389,6 +389,75 @@
 //! # });
 //! ```
 //!
+//! ## Libraries that take a spawner: DataLoaders, GraphQL
+//!
+//! A library that takes a spawn function (async-graphql's `DataLoader::new(loader, spawner)`)
+//! runs its work in whatever task that function starts. Pass [`task::spawn`]: the task gets a
+//! fork of the context current at the spawn call (as does `tokio::spawn` on a runtime built
+//! with `runtime::propagate`). Plain `tokio::spawn` runs it in the worker's own context:
+//! reads there find nothing, writes panic (S21). A batching loader calls the spawner from the
+//! `load` that opens a batch; later loads join that batch, so the batch runs in the context
+//! of the request that opened it. Create the loader per request, or, for
+//! one loader shared by all requests, put what the load depends on in the key
+//! (`Loader<(Tenant, Id)>`, the tenant read where `load_one` is called): a shared loader's
+//! batches and cache hold keys from many requests.
+//!
+//! ```
+//! # #[cfg(feature = "tokio")] { // `task` needs the `tokio` feature
+//! use contextvars::{task, Context, ContextVar, FutureExt};
+//! use std::{future::Future, pin::Pin, sync::{Arc, Mutex}};
+//! use tokio::sync::oneshot;
+//!
+//! static TENANT: ContextVar<String> = ContextVar::new("tenant");
+//!
+//! type Batch = Arc<Mutex<Vec<(u32, oneshot::Sender<String>)>>>;
+//! /// The shape of a batching loader: the first `load` of a batch hands it to the spawner.
+//! struct Loader<S> { spawner: S, batch: Batch }
+//! impl<S: Fn(Pin<Box<dyn Future<Output = ()> + Send>>)> Loader<S> {
+//!     async fn load(&self, id: u32) -> String {
+//!         let (tx, rx) = oneshot::channel();
+//!         let opens = { let mut b = self.batch.lock().unwrap(); b.push((id, tx)); b.len() == 1 };
+//!         if opens {
+//!             let batch = self.batch.clone();
+//!             (self.spawner)(Box::pin(async move {
+//!                 tokio::task::yield_now().await; // the batch window
+//!                 let schema = TENANT.get_cloned().unwrap_or_default(); // picks the schema
+//!                 for (id, tx) in batch.lock().unwrap().drain(..) {
+//!                     let _ = tx.send(format!("{schema}.{id}"));
+//!                 }
+//!             }));
+//!         }
+//!         rx.await.unwrap()
+//!     }
+//! }
+//! fn tenant(t: &str) -> Context { Context::new().with_value(&TENANT, t.to_string()) }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let wrapped = Loader { spawner: |f| drop(task::spawn(f)), batch: Batch::default() };
+//! let got = async { tokio::join!(wrapped.load(1), wrapped.load(2)) }.with_context(tenant("acme")).await;
+//! assert_eq!(got, ("acme.1".to_string(), "acme.2".to_string()));
+//!
+//! let plain = Loader { spawner: |f| drop(tokio::spawn(f)), batch: Batch::default() };
+//! assert_eq!(plain.load(1).with_context(tenant("acme")).await, ".1"); // no tenant
+//!
+//! // One loader for two requests: globex's key is loaded in acme's batch, from acme's schema.
+//! let (a, g) = tokio::join!(
+//!     wrapped.load(1).with_context(tenant("acme")),
+//!     wrapped.load(2).with_context(tenant("globex")),
+//! );
+//! assert_eq!((a.as_str(), g.as_str()), ("acme.1", "acme.2"));
+//! # });
+//! # }
+//! ```
+//!
+//! async-graphql resolves the fields of one query in the request's task, polled together as
+//! in `join!`: a resolver that `set`s changes what its siblings read. Set per request values
+//! in a middleware under `tower::ContextLayer`; a value for one resolver's own work goes in
+//! [`ContextVar::scope`]. Its `GraphQLSubscription` service calls `on_upgrade` itself, so the
+//! subscription streams run in the upgrade task and read none of the request's values: serve
+//! the WebSocket from a handler instead, `let ctx = Context::current().fork();` then
+//! `ws.on_upgrade(move |s| GraphQLWebSocket::new(s, schema, protocol).serve().with_context(ctx))`.
+//!
 //! ## rayon and thread pools
 //!
 //! Pool threads have contexts of their own, empty unless given one. [`Context::wrap`] turns an
