@@ -180,7 +180,8 @@
 //! `block_on` / `#[tokio::main]` is not a task: writes there go to the calling thread's
 //! context, as in plain code. Only Tokio tasks are told apart: on smol and other executors
 //! nothing is refused unless the executor's threads ask for it with
-//! [`thread::refuse_own_context_writes`] (see [other executors](#smol-async-executor-and-other-executors)).
+//! [`thread::refuse_own_context_writes`] (see
+//! [other executors](#smol-async-executor-and-other-executors)).
 //!
 //! The ways to give work a context of its own, from the widest:
 //!
@@ -434,7 +435,8 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let wrapped = Loader { spawner: |f| drop(task::spawn(f)), batch: Batch::default() };
-//! let got = async { tokio::join!(wrapped.load(1), wrapped.load(2)) }.with_context(tenant("acme")).await;
+//! let one_request = async { tokio::join!(wrapped.load(1), wrapped.load(2)) };
+//! let got = one_request.with_context(tenant("acme")).await;
 //! assert_eq!(got, ("acme.1".to_string(), "acme.2".to_string()));
 //!
 //! let plain = Loader { spawner: |f| drop(tokio::spawn(f)), batch: Batch::default() };
