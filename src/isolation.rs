@@ -1,4 +1,5 @@
-//! S21, no silent sharing: refusing writes that would land in a Tokio worker's own context.
+//! S21, no silent sharing: refusing writes that would land in a Tokio worker's own context, or
+//! in the own context of a thread that asked for it.
 //!
 //! A Tokio task that no [`Scoped`](crate::Scoped), `run` or `runtime::propagate` gives a
 //! context of its own runs in its worker thread's context, which every other such task on that
@@ -9,8 +10,8 @@
 //! `tokio::task::try_id()` tells a task apart from the root future of `block_on` (not a task:
 //! writes there stay allowed, as in plain code) and from plain threads. Without the `tokio`
 //! feature the crate cannot see tasks. Other executors' tasks it cannot see at all: there a
-//! thread opts in with [`refuse_own_context_writes`], and every write on it with no context
-//! entered is refused as in a Tokio task.
+//! thread opts in with [`refuse_own_context_writes`], and on it every write by work with no
+//! context of its own is refused as in a Tokio task.
 //!
 //! This module imports nothing of the crate.
 
