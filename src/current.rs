@@ -249,13 +249,13 @@ impl Hot {
     /// by every task on it with no context of its own.
     #[inline]
     fn refuses_write(&self) -> bool {
-        self.active.get().is_null() && isolation::in_task()
+        self.active.get().is_null() && isolation::refuses_unowned_writes()
     }
 
     /// S21 for thread-critical storage: only a task entry gives a task storage of its own.
     #[inline]
     fn refuses_critical_write(&self) -> bool {
-        self.critical.get().is_null() && isolation::in_task()
+        self.critical.get().is_null() && isolation::refuses_unowned_writes()
     }
 }
 

@@ -5,7 +5,8 @@
 //! context of its own runs in its worker thread's context, which every other such task on that
 //! worker shares — the `thread_local!` bug. Reading there is harmless (it sees what the thread
 //! has); writing would leak into the next request. [`current::modify`](crate::current) asks
-//! [`in_task`] only when no context is entered, so entered contexts pay nothing for the rule.
+//! [`refuses_unowned_writes`] only when no context is entered, so entered contexts pay nothing
+//! for the rule.
 //!
 //! `tokio::task::try_id()` tells a task apart from the root future of `block_on` (not a task:
 //! writes there stay allowed, as in plain code) and from plain threads. Without the `tokio`
@@ -29,10 +30,10 @@ pub(crate) fn refuse_own_context_writes() {
     let _ = REFUSES_OWN_CONTEXT_WRITES.try_with(|refuses| refuses.set(true));
 }
 
-/// Whether a write with no context entered is refused here: inside a Tokio task's poll (or a
-/// plain `spawn_blocking` job), or on a thread that asked for it.
+/// Whether a write by work with no context of its own is refused here: inside a Tokio task's
+/// poll (or a plain `spawn_blocking` job), or on a thread that asked for it.
 #[inline]
-pub(crate) fn in_task() -> bool {
+pub(crate) fn refuses_unowned_writes() -> bool {
     in_tokio_task() || refuses_on_this_thread()
 }
 
