@@ -71,7 +71,7 @@
 //!
 //! S21: with no context entered, a write would go to the thread's own context; inside a Tokio
 //! task that context is shared by every unwrapped task on the worker, so [`modify`] refuses the
-//! write there (see [`isolation`](crate::isolation)). Entered contexts pay nothing for the check.
+//! write there (see [`isolation`]). Entered contexts pay nothing for the check.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell, UnsafeCell};

@@ -155,7 +155,7 @@ impl Hasher for NameHasher {
 
 /// Named, typed attributes stored in the current context: Django's `asgiref.local.Local`.
 ///
-/// Each task (each [`Context`](crate::Context)) sees its own attributes; a child task, thread or
+/// Each task (each [`Context`]) sees its own attributes; a child task, thread or
 /// bridge starts with the parent's attributes as of the fork, and a `set` or `remove` in a child
 /// never changes the parent. [`task::sync_to_async`] and
 /// [`task::async_to_sync`] carry changes back, as asgiref does (S18),
