@@ -237,6 +237,17 @@
 //! `Scoped<…>: Stream` is not satisfied). A stream fed by a task (`task::spawn` producing into a
 //! channel) needs nothing more: the task has the request's values.
 //!
+//! A client does the same with a streamed request body: hyper's client (under tonic's `Channel`
+//! and reqwest) polls it in the connection's task or, over HTTP/2, in a task of its own, not in
+//! the caller's. So the messages of a tonic client-streaming or bidirectional call read none of
+//! the caller's values, and a `set` there is refused. Wrap the stream in the caller:
+//! `client.upload(Scoped::new(Context::current().fork(), messages))`.
+//!
+//! `Scoped` carries this crate's context, not `tracing`'s current span: the lines a wrapped
+//! stream logs carry the request's variables but none of its spans (so, with
+//! `tracing-opentelemetry`, no trace id). A stream fed by
+//! `task::spawn(producer.in_current_span())` (`tracing::Instrument`) carries both.
+//!
 //! To cover every body of a service at once — a stream a handler did not wrap, and what the
 //! layers between do as the body is polled, such as tower-http `TraceLayer`'s `on_body_chunk`
 //! and `on_eos` — map each response onto a body that polls in the request's context, right

@@ -972,6 +972,79 @@ fn a_streamed_body_sees_the_request_only_when_wrapped() {
     assert_eq!(bodies, ["wrapped", "none"]);
 }
 
+/// The client side of the same (the `tower` module docs, "Streamed bodies"): hyper's HTTP/2
+/// client, under tonic's `Channel` too, polls a streamed request body (a client-streaming
+/// call's messages) in a task of its own, after `send_request` has returned, so the stream
+/// reads none of the caller's values unless it is wrapped.
+#[test]
+fn a_streamed_request_body_sees_the_caller_only_when_wrapped() {
+    use futures::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::{Bytes, Incoming};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let echoed = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let echo = hyper::service::service_fn(|request: http::Request<Incoming>| async {
+                let body = request.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>(http::Response::new(http_body_util::Full::new(body)))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), echo)
+                .await;
+        });
+        let io = TokioIo::new(tokio::net::TcpStream::connect(address).await.unwrap());
+        let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let echoed = task::spawn(async move {
+            REQUEST_ID.set("caller".to_owned());
+            let mut echoed = Vec::new();
+            for wrap in [true, false] {
+                // Each message reads the variable when the client polls it.
+                let messages = futures::stream::iter(0..3).map(|_| {
+                    let id = REQUEST_ID.get_cloned().unwrap_or_else(|| "none".to_owned());
+                    Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(id + ";")))
+                });
+                let body = StreamBody::new(messages);
+                let response = match wrap {
+                    true => {
+                        let body = Scoped::new(Context::current().fork(), body);
+                        sender
+                            .clone()
+                            .send_request(http::Request::new(BodyExt::boxed(body)))
+                            .await
+                    }
+                    false => {
+                        sender
+                            .clone()
+                            .send_request(http::Request::new(BodyExt::boxed(body)))
+                            .await
+                    }
+                };
+                let body = response.unwrap().into_body().collect().await.unwrap();
+                echoed.push(String::from_utf8(body.to_bytes().to_vec()).unwrap());
+            }
+            echoed
+        });
+        let echoed = tokio::time::timeout(Duration::from_secs(60), echoed).await;
+        server.abort();
+        echoed
+            .expect("the test finishes within its time limit")
+            .unwrap()
+    });
+    assert_eq!(echoed, ["caller;caller;caller;", "none;none;none;"]);
+}
+
 #[test]
 fn a_scoped_body_polls_in_its_context_and_keeps_size_hint_and_trailers() {
     use futures::StreamExt;
