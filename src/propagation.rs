@@ -52,7 +52,11 @@
 //! # Bad input
 //!
 //! Incoming headers are untrusted. Only the variables named in the `Baggage` are read: the
-//! list is the trust boundary, and every other member is ignored. A member that is malformed
+//! list is the trust boundary, and every other member is ignored. So name in it only what the
+//! sender may choose: at an edge that takes requests from clients, a client can send any
+//! member, and extracting a tenant or a user there lets it pick its own. Extract there with a
+//! `Baggage` that names fewer variables than the one you inject with (or not at all), and set
+//! the others from what the edge authenticates. A member that is malformed
 //! (no `=`, a second raw `=` in its value, which opentelemetry would cut), has a bad
 //! percent-escape (`%zz`, a lone `%`), a byte that is not visible ASCII (invalid UTF-8
 //! included), or a value that `FromStr` rejects is skipped on its own, and the other members are
@@ -87,7 +91,10 @@
 //! opentelemetry-http's `HeaderInjector` *replaces* the header. So the one that writes last
 //! wins: [`inject_headers`](Baggage::inject_headers) and [`tower::PropagateLayer`] merge
 //! (they keep the members already there), but an OpenTelemetry injection *after* them drops
-//! every member of ours, silently, whenever the OpenTelemetry `Baggage` is not empty. In a
+//! every member of ours, silently, whenever the OpenTelemetry `Baggage` is not empty, and
+//! sends in their place what that `Baggage` holds under our keys: at an edge whose global
+//! propagator extracted a client's `baggage` header, the client's own `tenant` reaches the next
+//! service, whose `extract` reads it as if the edge had set it. In a
 //! `ServiceBuilder`, the first layer runs first: a `PropagateLayer` listed before a layer that
 //! injects with the global propagator loses. reqwest's `RequestBuilder::headers` replaces a
 //! header given earlier too, so give both injections one `HeaderMap`. Simplest: put

@@ -416,6 +416,11 @@ impl ContextLayer {
     /// and nothing a request sends reaches another request. Pair it with [`PropagateLayer`]
     /// (or [`Baggage::inject_headers`]) in the calling service.
     ///
+    /// The caller chooses every value it sends. At an edge that takes requests from clients,
+    /// name here only what a client may choose (a `Baggage` with fewer variables than the
+    /// `PropagateLayer`'s, or use `ContextLayer::new()`), and set the tenant or user from what
+    /// the edge authenticates; see [trust](crate::propagation#bad-input).
+    ///
     /// # Examples
     ///
     /// ```

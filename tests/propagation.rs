@@ -1017,6 +1017,40 @@ fn propagator_writes_otel_baggage_and_ours_in_one_header() {
     assert!(headers.get("baggage").is_none());
 }
 
+/// An edge (the module docs, "Next to OpenTelemetry's propagators" and "Bad input"): its global
+/// propagator extracts a client's `baggage` header into the OpenTelemetry `Baggage`, and the
+/// edge sets `TENANT` itself. With opentelemetry's `BaggagePropagator` injecting *after* ours,
+/// the client's `tenant` replaces the edge's on the way out, and the next service reads it;
+/// with `Baggage::propagator()` in its place, the edge's value goes out, in either order.
+#[test]
+fn an_opentelemetry_injection_after_ours_sends_the_clients_members_under_our_keys() {
+    use opentelemetry::propagation::TextMapCompositePropagator;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    let incoming = headers("tenant=evil,vendor=x");
+    for ours_in_composite in [false, true] {
+        let baggage_propagator: Box<dyn TextMapPropagator + Send + Sync> = match ours_in_composite {
+            false => Box::new(BaggagePropagator::new()),
+            true => Box::new(baggage().propagator()),
+        };
+        let composite = TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            baggage_propagator,
+        ]);
+        let otel = composite.extract(&HeaderExtractorForTest(&incoming));
+        let mut outgoing = HeaderMap::new();
+        TENANT.sync_scope("acme".to_owned(), || {
+            baggage().inject_headers(&mut outgoing); // `PropagateLayer`, the outer layer
+            composite.inject_context(&otel, &mut HeaderInjector(&mut outgoing)); // an inner one
+        });
+        let downstream = tenant_in(&outgoing);
+        match ours_in_composite {
+            false => assert_eq!(downstream.as_deref(), Some("evil"), "{outgoing:?}"),
+            true => assert_eq!(downstream.as_deref(), Some("acme"), "{outgoing:?}"),
+        }
+    }
+}
+
 /// opentelemetry-http's `HeaderExtractor`: every line of a field, through `get_all`.
 struct HeaderExtractorForTest<'a>(&'a HeaderMap);
 
