@@ -67,10 +67,11 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
         "contextvars: `{call}` inside a Tokio task that has no context of its own (S21): the \
          write would land in the worker thread's context, which every unwrapped task on that \
          thread shares. Give the task its own context:\n\
-         - a server (axum, tonic, hyper): serve requests through \
+         - a server (axum, tonic, hyper, warp): serve requests through \
          `contextvars::tower::ContextLayer`, outside every middleware that writes (the first \
          layer of a `ServiceBuilder` or of tonic's `Server::builder()`, the last `.layer` call \
-         in axum); a value per connection (the peer's address) goes in a middleware of the \
+         in axum; `warp::serve` takes no layer: wrap `warp::service(filter)` and serve it with \
+         hyper-util); a value per connection (the peer's address) goes in a middleware of the \
          connection's own service, below `ContextLayer`, not in the accept loop or connection \
          task (an HTTP/2 request is served in a task of its own);\n\
          - a server that is not tower (actix-web, poem, salvo): in your outermost middleware \

@@ -99,6 +99,21 @@ fn the_message_says_how_to_carry_a_request_into_a_websocket_upgrade_callback() {
 }
 
 #[test]
+fn the_message_says_how_to_serve_a_warp_filter() {
+    // `warp::serve` takes no tower layer, and a warp filter cannot wrap the futures of the
+    // filters after it: the fix is `ContextLayer` around `warp::service(filter)`, served with
+    // hyper-util (the `tower` module docs).
+    let message = refused_in_plain_task(async { ID.set(1) });
+    for hint in [
+        "warp",
+        "`warp::serve` takes no layer",
+        "warp::service(filter)",
+    ] {
+        assert!(message.contains(hint), "does not say {hint:?}: {message}");
+    }
+}
+
+#[test]
 fn the_message_says_where_a_value_per_connection_goes() {
     // A hyper accept loop in a plain `tokio::spawn`ed task that sets the peer's address before
     // `serve_connection`: `task::spawn` silences the panic but the value reaches no HTTP/2
