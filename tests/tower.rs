@@ -808,6 +808,102 @@ fn a_bare_hyper_server_gives_every_request_its_own_context() {
     assert_eq!(mismatches, 0);
 }
 
+/// The shape of a warp service (the `tower` module docs: warp takes no tower layer in
+/// `warp::serve`): `warp::service(filter)` builds the filter chain's future in `call` (where
+/// `warp::trace` writes "processing request"), the filter that sets runs at the chain's first
+/// poll, and `warp::log::custom`'s callback runs when the reply is ready. Served through
+/// `ContextLayer` with hyper over keep-alive connections: every line written after the filter
+/// that sets carries the request's own value, and the line written at `call` carries none.
+#[test]
+fn a_warp_shaped_service() {
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    use std::sync::Mutex;
+
+    static WARP_ID: ContextVar<String> = ContextVar::new("warp_id");
+    // (the request's id, what the line read)
+    static AT_CALL: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
+    static LOGGED: Mutex<Vec<(String, Option<String>)>> = Mutex::new(Vec::new());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let bodies_wrong = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let filter_chain = service_fn(|request: http::Request<Incoming>| {
+            AT_CALL.lock().unwrap().push(WARP_ID.get_cloned()); // `warp::trace`'s first line
+            let id = request.headers()["x-id"].to_str().unwrap().to_owned();
+            async move {
+                WARP_ID.set(id.clone()); // the filter at the front of the chain
+                tokio::task::yield_now().await;
+                let child = task::spawn(async { WARP_ID.get_cloned() }).await.unwrap();
+                let log = WARP_ID.get_cloned(); // `warp::log::custom`, the reply ready
+                LOGGED.lock().unwrap().push((id, log));
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
+                    child.unwrap_or_default(),
+                ))))
+            }
+        });
+        let service = ContextLayer::new().layer(filter_chain);
+        let server = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let service = TowerToHyperService::new(service.clone());
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(8) // keep-alive: many requests per connection
+            .build()
+            .unwrap();
+        let requests: Vec<_> = (0..300)
+            .map(|n| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let response = client
+                        .get(format!("http://{address}/"))
+                        .header("x-id", format!("req-{n}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    response.text().await.unwrap() != format!("req-{n}")
+                })
+            })
+            .collect();
+        let mut wrong = 0;
+        for request in requests {
+            wrong += usize::from(request.await.unwrap());
+        }
+        server.abort();
+        wrong
+    });
+    assert_eq!(bodies_wrong, 0);
+    let at_call = AT_CALL.lock().unwrap();
+    assert_eq!(at_call.len(), 300);
+    assert!(
+        at_call.iter().all(Option::is_none),
+        "set only once the chain runs"
+    );
+    let logged = LOGGED.lock().unwrap();
+    assert_eq!(logged.len(), 300);
+    for (id, log) in logged.iter() {
+        assert_eq!(
+            log.as_ref(),
+            Some(id),
+            "the reply's log line carries its own request's id"
+        );
+    }
+}
+
 /// A value per connection with hyper alone (the `tower` module docs, "What the request sees"):
 /// set in the connection's task, it reaches HTTP/1 requests but no HTTP/2 request, because
 /// hyper runs each HTTP/2 stream in a task of its own (`TokioExecutor`: a plain `tokio::spawn`)
