@@ -360,6 +360,10 @@
 //! # });
 //! ```
 //!
+//! A `select!` loser is dropped where it stopped. Wrapped, its context goes with it; unwrapped,
+//! what it set before that point stays in the caller's context, a [`Token`] it meant to
+//! `reset` included (a [`SetGuard`] resets in the drop).
+//!
 //! ## `join_all` and `FuturesUnordered`
 //!
 //! The same for the `futures` crate's combinators: wrap each future as it goes in.

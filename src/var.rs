@@ -505,6 +505,15 @@ impl<T: Send + Sync + 'static> Hash for ContextVar<T> {
 /// A token belongs to one variable and to the context it was made in. It is not `Clone`:
 /// `reset` consumes it, so it cannot be used twice.
 ///
+/// Dropping a token resets nothing: the value stays set. A future cancelled between its `set`
+/// and its `reset` (a `select!` loser, a `timeout` that expired, a request whose client hung up)
+/// drops its token there. In a future with a context of its own (a [`Scoped`](crate::Scoped),
+/// a task spawned through this crate, a request behind `tower::ContextLayer`) the value goes
+/// with that context; in one that shares its caller's (an unwrapped `join!` or `select!`
+/// branch) the caller reads it afterwards. Give the branch its own context
+/// (`.with_current_context()`), or use [`set_guarded`](ContextVar::set_guarded), whose guard
+/// resets when the cancelled future drops it.
+///
 /// # Examples
 ///
 /// ```
@@ -527,6 +536,46 @@ impl<T: Send + Sync + 'static> Hash for ContextVar<T> {
 /// let token = DEPTH.set(1);
 /// DEPTH.reset(token).unwrap();
 /// DEPTH.reset(token).unwrap(); // error: use of moved value
+/// ```
+///
+/// A `select!` loser dropped before its `reset`:
+///
+/// ```
+/// use contextvars::{ContextVar, FutureExt};
+/// use std::time::Duration;
+///
+/// static BUDGET_MS: ContextVar<u64> = ContextVar::new("budget_ms");
+///
+/// async fn narrowed_call() {
+///     let token = BUDGET_MS.set(5);
+///     tokio::time::sleep(Duration::from_secs(5)).await; // cancelled here
+///     BUDGET_MS.reset(token).unwrap();                  // never reached
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// BUDGET_MS.set(2000);
+/// tokio::select! {
+///     _ = narrowed_call() => {}
+///     _ = tokio::task::yield_now() => {}
+/// }
+/// assert_eq!(*BUDGET_MS.value(), 5); // the loser shared this context: its value stayed
+///
+/// BUDGET_MS.set(2000);
+/// tokio::select! {
+///     _ = narrowed_call().with_current_context() => {}
+///     _ = tokio::task::yield_now() => {}
+/// }
+/// assert_eq!(*BUDGET_MS.value(), 2000); // its own context went with it
+///
+/// tokio::select! {
+///     _ = async {
+///         let _budget = BUDGET_MS.set_guarded(5);
+///         tokio::time::sleep(Duration::from_secs(5)).await;
+///     } => {}
+///     _ = tokio::task::yield_now() => {}
+/// }
+/// assert_eq!(*BUDGET_MS.value(), 2000); // the guard reset it as the loser dropped
+/// # });
 /// ```
 pub struct Token<T> {
     var: VarKey,
