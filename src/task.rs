@@ -44,6 +44,10 @@ use crate::scoped::Scoped;
 /// Spawns `fut` on the current Tokio runtime in a fork of the caller's context:
 /// `asyncio.create_task`.
 ///
+/// The child keeps its fork, and the values in it, until it ends, whether its handle is
+/// awaited, dropped or given up on by a `timeout`: a child that outlives its request still
+/// reads that request's values, and keeps them alive.
+///
 /// Only this crate's context is forked. `tracing`'s current span is not carried (Tokio never
 /// carries it), and so neither is the OpenTelemetry context that `tracing-opentelemetry`
 /// derives from it: an outgoing call made in the child sends this crate's baggage members but
