@@ -403,3 +403,116 @@ fn a_salvo_shaped_hoop_on_a_multi_thread_runtime() {
         assert!(message.contains(fix), "does not name {fix}: {message}");
     }
 }
+
+/// A server shaped as Rocket 0.5's: each request served in a plain `tokio::spawn` task of its
+/// own; fairings run before routing (`on_request`, with `&mut Request`) and after the handler
+/// (`on_response`), not around it; a route's `Handler` returns a boxed future that borrows the
+/// request; `Request::local_cache` is a value set once per request.
+mod rocket_shaped {
+    use std::pin::Pin;
+    use std::sync::{Mutex, OnceLock};
+
+    use contextvars::{Context, Scoped, task};
+
+    use super::{REQUEST_ID, USER};
+
+    pub type BoxFuture<'r> = Pin<Box<dyn Future<Output = String> + Send + 'r>>;
+
+    pub struct Request {
+        pub id: String,
+        /// `local_cache`: the request's context, carried from fairing to handler to fairing.
+        pub cache: OnceLock<Mutex<Context>>,
+    }
+
+    pub trait Handler: Send + Sync {
+        fn handle<'r>(&'r self, req: &'r Request) -> BoxFuture<'r>;
+    }
+
+    /// A route whose request guard sets the user, Django-style, and spawns a child.
+    pub struct Route;
+    impl Handler for Route {
+        fn handle<'r>(&'r self, req: &'r Request) -> BoxFuture<'r> {
+            Box::pin(async move {
+                USER.set(format!("u-{}", req.id));
+                tokio::task::yield_now().await;
+                let child = task::spawn(async { USER.get_cloned().unwrap_or_default() });
+                let child = child.await.unwrap();
+                format!("{}/{child}", REQUEST_ID.get_cloned().unwrap_or_default())
+            })
+        }
+    }
+
+    /// The wrapper put around each route's handler: runs it in the carried context and stores
+    /// that context back, with what the guard and the handler set.
+    pub struct WithContext(pub Box<dyn Handler>);
+    impl Handler for WithContext {
+        fn handle<'r>(&'r self, req: &'r Request) -> BoxFuture<'r> {
+            let cache = req.cache.get_or_init(|| Mutex::new(Context::new()));
+            let ctx = cache.lock().unwrap().clone();
+            Box::pin(Scoped::from_call(ctx, || async move {
+                let out = self.0.handle(req).await;
+                *cache.lock().unwrap() = Context::current();
+                out
+            }))
+        }
+    }
+
+    /// One request's task: `on_request`, routing, `on_response`; what each of them saw.
+    pub async fn serve(route: &dyn Handler, id: String) -> [String; 3] {
+        let req = Request {
+            id: id.clone(),
+            cache: OnceLock::new(),
+        };
+        // on_request: the request's context, filled with `Context::run` (no `set` in the task)
+        let mut ctx = Context::new();
+        ctx.run(|| REQUEST_ID.set(id));
+        let _ = req.cache.set(Mutex::new(ctx));
+        let body = route.handle(&req).await;
+        // on_response: after the handler's future, outside it; logs in the carried context
+        let outside = REQUEST_ID.get_cloned().unwrap_or_default();
+        let mut ctx = req.cache.get().unwrap().lock().unwrap().clone();
+        let on_response = ctx.run(|| {
+            let id = REQUEST_ID.get_cloned().unwrap_or_default();
+            format!("{id}/{}", USER.get_cloned().unwrap_or_default())
+        });
+        [body, on_response, format!("outside [{outside}]")]
+    }
+}
+
+#[test]
+fn a_rocket_shaped_route_wrapper_with_the_context_in_local_cache() {
+    use rocket_shaped::{Route, WithContext, serve};
+    use std::sync::Arc;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let route: Arc<WithContext> = Arc::new(WithContext(Box::new(Route)));
+    rt.block_on(async {
+        let mut requests = Vec::new();
+        for n in 0..if cfg!(miri) { 4 } else { 300 } {
+            let route = route.clone();
+            // a plain task per request, as Rocket's
+            requests.push(tokio::spawn(async move {
+                let id = format!("r{n}");
+                let seen = serve(&*route, id.clone()).await;
+                let want = format!("{id}/u-{id}");
+                assert_eq!(seen, [want.clone(), want, "outside []".to_owned()]);
+            }));
+        }
+        for r in requests {
+            r.await.unwrap();
+        }
+    });
+    // Without the wrapper, the guard's `set` is refused, and the message names Rocket's fix.
+    let err = rt
+        .block_on(async { tokio::spawn(async { serve(&Route, "x".into()).await }).await })
+        .expect_err("refused (S21)");
+    let message = err.into_panic().downcast_ref::<String>().cloned();
+    let message = message.unwrap_or_default();
+    for fix in ["Rocket", "`Route`'s `handler`", "inner.handle(req, data)"] {
+        assert!(message.contains(fix), "does not name {fix}: {message}");
+    }
+}
