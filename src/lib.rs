@@ -34,8 +34,8 @@
 //! and the numbered rules the tests check: [**Semantics**](#semantics).
 //!
 //! Serving HTTP: with axum, tonic or hyper, start at the [`tower`] module (one context per
-//! request, a complete axum service); with actix-web, poem, salvo or another server that is
-//! not tower, at [its section](#actix-web-and-other-servers-that-are-not-tower); across
+//! request, a complete axum service); with actix-web, poem, salvo, Rocket or another server
+//! that is not tower, at [its section](#actix-web-and-other-servers-that-are-not-tower); across
 //! services, at [`propagation`]; log lines, at [`tracing`]. A worker that runs jobs sent
 //! through a channel: [channels and job queues](#channels-and-job-queues).
 //!
@@ -191,11 +191,13 @@
 //!   spawner's context, through Tokio's task hooks. A task, not a request: the requests that
 //!   one keep-alive connection carries are served in that connection's task, one after the
 //!   other, so what one sets the next would read. A server still needs `ContextLayer` (or,
-//!   not tower, its `from_call` middleware).
+//!   not tower, its `from_call` middleware), unless it serves each request in a task of its
+//!   own, as Rocket does (see [Rocket](#actix-web-and-other-servers-that-are-not-tower)).
 //! - **Every request of a service**: `tower::ContextLayer` (feature `tower`) runs each request
 //!   in its own fork, so middleware and handlers can simply `set` (Django-style). A server
 //!   that is not tower (actix-web, poem, salvo): a middleware of yours that returns
-//!   [`Scoped::from_call`] (see [actix-web](#actix-web-and-other-servers-that-are-not-tower)).
+//!   [`Scoped::from_call`]; Rocket: a wrapper around each route's handler (see [servers that
+//!   are not tower](#actix-web-and-other-servers-that-are-not-tower)).
 //! - **A task**: [`task::spawn`], [`task::spawn_local`], [`task::spawn_blocking`].
 //! - **A future** handed to anything else: [`FutureExt::with_current_context`].
 //! - **Work taken out of the request** (a job sent through a channel, axum's
@@ -708,6 +710,33 @@
 //!   future (`depot.insert_typed(Context::current())`, in an `async` block after awaiting
 //!   `call_next`) and run a catcher hoop's `ctrl.call_next(req, depot, res)` with
 //!   `.with_context(ctx)`. Log the response from a hoop of yours added after the context hoop.
+//!
+//! Rocket (0.5) serves each request in a plain `tokio::spawn` task of its own and has no
+//! middleware around the handler: a fairing's `on_request` runs before routing, its
+//! `on_response` after the handler. Without a context, a `set` in a fairing is refused and the
+//! panic drops the connection (the client gets no response); in a request guard or handler,
+//! Rocket turns it into a 500.
+//!
+//! - Wrap each route's handler: for every `Route` of `routes![…]`,
+//!   `route.handler = Box::new(WithContext(route.handler.clone()))`, where the `handle` of your
+//!   `struct WithContext(Box<dyn Handler>)` awaits
+//!   `Scoped::from_call(Context::new(), || self.0.handle(req, data))`. Request guards and the
+//!   handler then `set` in the request's own context (a route that forwards leaves its values
+//!   behind: the next route starts empty).
+//! - The fairings, the catchers and a streamed body (polled after the handler has returned)
+//!   run outside that future and read none of the request's values. To share one context with
+//!   them, carry it in `Request::local_cache` as a `Mutex<Context>`: `on_request` builds it
+//!   (`ctx.run(|| REQUEST_ID.set(id))`, no bare `set`), the wrapper runs
+//!   `Scoped::from_call(ctx.clone(), …)` and stores `Context::current()` back after awaiting
+//!   the inner handler, `on_response` logs inside `ctx.run(…)`, and a catcher's `Handler`
+//!   wrapped the same way runs in it. Pass a streamed body
+//!   `Scoped::new(Context::current().fork(), stream)` (feature `futures`).
+//! - Or serve on a runtime built with `runtime::propagate` (needs
+//!   `RUSTFLAGS="--cfg tokio_unstable"`; not `#[launch]` or `rocket::execute`, which build
+//!   their own: `rt.block_on(rocket.launch())`). Each request's task then starts in a fork of
+//!   its connection task's context, which nothing writes: a plain `set` in `on_request` is the
+//!   request's own, and the guards, the handler, the catchers, `on_response` and a streamed body
+//!   all read it, with no wrapper.
 //!
 //! # Testing
 //!
