@@ -763,3 +763,37 @@ fn a_server_under_propagate_sees_mains_values_and_upgrade_callbacks_the_requests
     assert_eq!(http_seen, "Some(1)");
     assert_eq!(ws_seen, "Some(1)+Some(9)");
 }
+
+/// Rocket 0.5's shape: each connection a plain task, each request a plain `tokio::spawn` task
+/// of its own spawned from its connection's; a fairing `set`s before routing, the handler and a
+/// response fairing after it read. On a propagating runtime each request's task starts in a
+/// fork of its connection's context, which nothing writes: no request sees another's values,
+/// the next request on the same connection included.
+#[test]
+fn a_server_that_spawns_a_task_per_request_gives_each_request_its_own_context() {
+    let rt = propagating_multi_thread(2);
+    rt.block_on(async {
+        let mut connections = Vec::new();
+        for conn in 0..40u64 {
+            connections.push(tokio::spawn(async move {
+                for n in 0..6 {
+                    let id = conn * 100 + n;
+                    let served = tokio::spawn(async move {
+                        assert_eq!(request(), None, "a request starts empty");
+                        REQUEST.set(id); // on_request fairing: a plain set
+                        tokio::task::yield_now().await;
+                        let child = tokio::spawn(async { request() }).await.unwrap();
+                        let handler = request();
+                        tokio::task::yield_now().await;
+                        (child, handler, request()) // on_response fairing
+                    });
+                    assert_eq!(served.await.unwrap(), (Some(id), Some(id), Some(id)));
+                    assert_eq!(request(), None, "nothing reached the connection's task");
+                }
+            }));
+        }
+        for c in connections {
+            c.await.unwrap();
+        }
+    });
+}
