@@ -466,6 +466,81 @@
 //! the WebSocket from a handler instead, `let ctx = Context::current().fork();` then
 //! `ws.on_upgrade(move |s| GraphQLWebSocket::new(s, schema, protocol).serve().with_context(ctx))`.
 //!
+//! ## Connection pools and their hooks (sqlx)
+//!
+//! A pool runs its hooks where it chooses, and a pooled connection outlives the request that
+//! opened it. In sqlx 0.8, `before_acquire`, and `after_connect` for a connection an `acquire`
+//! opens, run inside the caller's `acquire` future: they read the request's values.
+//! `after_connect` for a connection opened to keep `min_connections`, and `after_release`
+//! (which dropping a `PoolConnection` hands to a plain `tokio::spawn`), run in tasks the pool
+//! spawns: they read nothing, and a `set` there panics (S21). On a runtime built with
+//! `runtime::propagate` they read a fork of the context that spawned them: for the
+//! `min_connections` upkeep, that of the code that created the pool (a request, if one did),
+//! for as long as the pool lives.
+//!
+//! So a hook must not pick a connection's tenant from a variable: a connection set up once
+//! for the request that opened it (`after_connect` attaching the tenant's database, `SET
+//! search_path`) is then handed to every other tenant's requests. Key the pool on the tenant
+//! (one pool per tenant, looked up from `TENANT` in your API function), or read the tenant
+//! in your API function and set the connection up for it on every acquire:
+//!
+//! ```
+//! use contextvars::{Context, ContextVar, FutureExt};
+//! use std::sync::Mutex;
+//!
+//! static TENANT: ContextVar<String> = ContextVar::new("tenant");
+//!
+//! /// The shape of a pool: `after_connect` runs when a connection is opened, not when reused.
+//! #[derive(Default)]
+//! struct Pool { idle: Mutex<Vec<Conn>> }
+//! struct Conn { schema: Option<String> }
+//! impl Pool {
+//!     async fn acquire(&self, after_connect: fn(&mut Conn)) -> Conn {
+//!         let idle = self.idle.lock().unwrap().pop();
+//!         idle.unwrap_or_else(|| { let mut c = Conn { schema: None }; after_connect(&mut c); c })
+//!     }
+//!     fn release(&self, conn: Conn) { self.idle.lock().unwrap().push(conn) }
+//! }
+//! fn tenant(t: &str) -> Context { Context::new().with_value(&TENANT, t.to_string()) }
+//!
+//! /// Wrong: the schema is the tenant of the request that opened the connection.
+//! async fn query_hook(pool: &Pool) -> Option<String> {
+//!     let conn = pool.acquire(|c| c.schema = TENANT.get_cloned()).await;
+//!     let schema = conn.schema.clone();
+//!     pool.release(conn);
+//!     schema
+//! }
+//! /// Right: the tenant is read here and the connection set up for it on each acquire.
+//! async fn query(pool: &Pool) -> Option<String> {
+//!     let tenant = TENANT.get_cloned().expect("a tenant");
+//!     let mut conn = pool.acquire(|_| {}).await;
+//!     if conn.schema.as_ref() != Some(&tenant) {
+//!         conn.schema = Some(tenant); // DETACH / ATTACH, SET search_path
+//!     }
+//!     let schema = conn.schema.clone();
+//!     pool.release(conn);
+//!     schema
+//! }
+//!
+//! # #[cfg(feature = "tokio")] { // `tokio::spawn` below
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let pool = Pool::default();
+//! assert_eq!(query_hook(&pool).with_context(tenant("acme")).await.unwrap(), "acme");
+//! assert_eq!(query_hook(&pool).with_context(tenant("globex")).await.unwrap(), "acme");
+//! assert_eq!(query(&pool).with_context(tenant("globex")).await.unwrap(), "globex");
+//! assert_eq!(query(&pool).with_context(tenant("acme")).await.unwrap(), "acme");
+//!
+//! // A hook the pool runs in a task of its own (`after_release`) reads nothing.
+//! let in_pool_task = async { tokio::spawn(async { TENANT.get_cloned() }).await.unwrap() };
+//! assert_eq!(in_pool_task.with_context(tenant("acme")).await, None);
+//! # });
+//! # }
+//! ```
+//!
+//! A `fetch` stream returned as a response body is polled after the handler returns: pick
+//! its pool in the handler, or wrap the stream (see [`tower`]'s streamed bodies). A
+//! transaction, and a stream consumed in the handler, run in the request's context.
+//!
 //! ## rayon and thread pools
 //!
 //! Pool threads have contexts of their own, empty unless given one. [`Context::wrap`] turns an
