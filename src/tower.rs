@@ -155,9 +155,10 @@
 //! `ContextLayer::new().layer(warp::service(routes))`, and serve that with hyper-util's
 //! `auto::Builder` (`serve_connection_with_upgrades`, for `warp::ws`) in a task per
 //! connection, as in [what the request sees](#what-the-request-sees). Set the variables in a
-//! filter at the front of the chain, `warp::header("x-request-id").map(|id: String|
-//! REQUEST_ID.set(id)).untuple_one().and(routes)`: the whole chain is polled in the request's
-//! context, and `warp::log::custom`'s callback runs there once the reply is ready.
+//! filter at the front of the chain, `warp::header("x-request-id").map(|id: String| {
+//! REQUEST_ID.set(id); }).untuple_one().and(routes)` (the `;` drops the `Token`: `untuple_one`
+//! takes `()`): the whole chain is polled in the request's context, and
+//! `warp::log::custom`'s callback runs there once the reply is ready.
 //! `warp::trace` writes its "processing request" line when the chain starts, before any filter
 //! has run; for that line to carry the values, put it inside the filter that sets:
 //! `set.and(routes.with(warp::trace(..)))`. Under `warp::serve`, a handler's future wrapped
