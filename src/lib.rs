@@ -789,8 +789,8 @@
 //! Rocket (0.5) serves each request in a plain `tokio::spawn` task of its own and has no
 //! middleware around the handler: a fairing's `on_request` runs before routing, its
 //! `on_response` after the handler. Without a context, a `set` in a fairing is refused and the
-//! panic drops the connection (the client gets no response); in a request guard or handler,
-//! Rocket turns it into a 500.
+//! panic ends the connection (over HTTP/2, resets the request's stream): the client gets no
+//! response. In a request guard or handler, Rocket turns it into a 500.
 //!
 //! - Wrap each route's handler: for every `Route` of `routes![…]`,
 //!   `route.handler = Box::new(WithContext(route.handler.clone()))`, where the `handle` of your
