@@ -256,8 +256,8 @@
 //! channel) needs nothing more: the task has the request's values.
 //!
 //! A client does the same with a streamed request body: hyper's client (under tonic's `Channel`
-//! and reqwest) polls it in the connection's task or, over HTTP/2, in a task of its own, not in
-//! the caller's. So the messages of a tonic client-streaming or bidirectional call read none of
+//! and reqwest) polls it in the connection's task (over HTTP/2, then in a task of its own once
+//! it is not ready), not in the caller's. So the messages of a tonic client-streaming or bidirectional call read none of
 //! the caller's values, and a `set` there is refused. Wrap the stream in the caller:
 //! `client.upload(Scoped::new(Context::current().fork(), messages))`.
 //!

@@ -1070,8 +1070,9 @@ fn a_streamed_body_sees_the_request_only_when_wrapped() {
 
 /// The client side of the same (the `tower` module docs, "Streamed bodies"): hyper's HTTP/2
 /// client, under tonic's `Channel` too, polls a streamed request body (a client-streaming
-/// call's messages) in a task of its own, after `send_request` has returned, so the stream
-/// reads none of the caller's values unless it is wrapped.
+/// call's messages) in the connection's task, then, once the body is not ready, in a task of
+/// its own (`proto::h2::client`'s `poll_pipe`), never in the caller's: the stream reads none of
+/// the caller's values unless it is wrapped. The unwrapped case records hyper's behaviour.
 #[test]
 fn a_streamed_request_body_sees_the_caller_only_when_wrapped() {
     use futures::StreamExt;
