@@ -91,10 +91,10 @@
 //! opentelemetry-http's `HeaderInjector` *replaces* the header. So the one that writes last
 //! wins: [`inject_headers`](Baggage::inject_headers) and [`tower::PropagateLayer`] merge
 //! (they keep the members already there), but an OpenTelemetry injection *after* them drops
-//! every member of ours, silently, whenever the OpenTelemetry `Baggage` is not empty, and
-//! sends in their place what that `Baggage` holds under our keys: at an edge whose global
-//! propagator extracted a client's `baggage` header, the client's own `tenant` reaches the next
-//! service, whose `extract` reads it as if the edge had set it. In a
+//! every member of ours, silently, whenever the OpenTelemetry `Baggage` is not empty, and sends
+//! that `Baggage`'s members instead, any under our keys included: at an edge whose global
+//! propagator extracted a client's `baggage` header, the client's `tenant` replaces the edge's,
+//! and the next service's `extract` reads it as if the edge had set it. In a
 //! `ServiceBuilder`, the first layer runs first: a `PropagateLayer` listed before a layer that
 //! injects with the global propagator loses. reqwest's `RequestBuilder::headers` replaces a
 //! header given earlier too, so give both injections one `HeaderMap`. Simplest: put
