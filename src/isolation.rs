@@ -81,9 +81,9 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          and `set` inside that closure or below it (salvo: a `Handler` registered with the \
          first `Service::hoop` call awaits `Scoped::from_call(Context::new(), || \
          ctrl.call_next(req, depot, res))`; `ContextLayer` through salvo's `TowerLayerCompat` \
-         isolates nothing; Rocket, whose fairings run outside the handler: a `Handler` of yours \
-         put around each `Route`'s `handler` awaits `Scoped::from_call(Context::new(), || \
-         inner.handle(req, data))`, and request guards `set`; or `runtime::propagate`, below);\n\
+         isolates nothing; Rocket: a `Handler` around each `Route`'s `handler` that awaits \
+         `Scoped::from_call(Context::new(), || inner.handle(req, data))` (fairings run outside \
+         it), or `runtime::propagate`, below);\n\
          - a task you spawn: spawn it with `contextvars::task::spawn` (or `spawn_local` for \
          `actix_web::rt::spawn`, `spawn_blocking` for `web::block`), or wrap its future with \
          `.with_current_context()` (from `contextvars::FutureExt`: opentelemetry's trait has a \
@@ -97,7 +97,7 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          - every task of a runtime: build it with `contextvars::runtime::propagate` (needs \
          `RUSTFLAGS=\"--cfg tokio_unstable\"`; not `LocalSet` tasks, so not actix-web's; a \
          server still needs `ContextLayer` or its `from_call` middleware, since the requests of \
-         one connection share its task; Rocket, which gives each request a task, does not).\n\
+         one connection share its task; not Rocket, which spawns a task per request).\n\
          If none of these applies, check that one version of contextvars is linked \
          (`cargo tree -d` lists crates linked twice). RUST_BACKTRACE=1 shows the call that wrote."
     )
