@@ -363,8 +363,8 @@
 //! ```
 //!
 //! A `select!` loser is dropped where it stopped. Wrapped, its context goes with it; unwrapped,
-//! what it set before that point stays in the caller's context, a [`Token`] it meant to
-//! `reset` included (a [`SetGuard`] resets in the drop).
+//! what it set before that point stays in the caller's context, even a value it meant to
+//! `reset` with a [`Token`] (a [`SetGuard`] resets in the drop).
 //!
 //! ## `join_all` and `FuturesUnordered`
 //!
@@ -794,7 +794,8 @@
 //!
 //! - Wrap each route's handler: for every `Route` of `routes![…]`,
 //!   `route.handler = Box::new(WithContext(route.handler.clone()))`, where the `handle` of your
-//!   `struct WithContext(Box<dyn Handler>)` awaits
+//!   `#[derive(Clone)] struct WithContext(Box<dyn Handler>)` (Rocket's `Handler` needs
+//!   `Clone`) awaits
 //!   `Scoped::from_call(Context::new(), || self.0.handle(req, data))`. Request guards and the
 //!   handler then `set` in the request's own context (a route that forwards leaves its values
 //!   behind: the next route starts empty).
@@ -807,8 +808,8 @@
 //!   wrapped the same way runs in it. Pass a streamed body
 //!   `Scoped::new(Context::current().fork(), stream)` (feature `futures`).
 //! - Or serve on a runtime built with `runtime::propagate` (needs
-//!   `RUSTFLAGS="--cfg tokio_unstable"`; not `#[launch]` or `rocket::execute`, which build
-//!   their own: `rt.block_on(rocket.launch())`). Each request's task then starts in a fork of
+//!   `RUSTFLAGS="--cfg tokio_unstable"`; not `#[launch]`, `#[rocket::main]` or
+//!   `rocket::execute`, which build their own: `rt.block_on(rocket.launch())`). Each request's task then starts in a fork of
 //!   its connection task's context, which nothing writes: a plain `set` in `on_request` is the
 //!   request's own, and the guards, the handler, the catchers, `on_response` and a streamed body
 //!   all read it, with no wrapper.
