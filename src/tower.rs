@@ -257,8 +257,9 @@
 //!
 //! A client does the same with a streamed request body: hyper's client (under tonic's `Channel`
 //! and reqwest) polls it in the connection's task (over HTTP/2, then in a task of its own once
-//! it is not ready), not in the caller's. So the messages of a tonic client-streaming or bidirectional call read none of
-//! the caller's values, and a `set` there is refused. Wrap the stream in the caller:
+//! it is not ready), not in the caller's. So the messages of a tonic client-streaming or
+//! bidirectional call read none of the caller's values, and a `set` there is refused. Wrap the
+//! stream in the caller:
 //! `client.upload(Scoped::new(Context::current().fork(), messages))`.
 //!
 //! `Scoped` carries this crate's context, not `tracing`'s current span: the lines a wrapped
