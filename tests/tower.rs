@@ -742,6 +742,64 @@ mod across_services {
     }
 }
 
+/// Serves `service` with hyper's HTTP/1 `serve_connection`, each connection in a plain
+/// `tokio::spawn` task, the tower service adapted with hyper-util's `TowerToHyperService`.
+fn serve_http1<S, B>(listener: tokio::net::TcpListener, service: S) -> tokio::task::JoinHandle<()>
+where
+    S: Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+/// Sends `requests` concurrent requests, each with its own `x-id`, and counts the responses
+/// whose body is not that id.
+async fn bodies_not_echoing_their_id(
+    client: reqwest::Client,
+    address: std::net::SocketAddr,
+    requests: usize,
+) -> usize {
+    let requests: Vec<_> = (0..requests)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let response = client
+                    .get(format!("http://{address}/"))
+                    .header("x-id", format!("req-{n}"))
+                    .send()
+                    .await
+                    .unwrap();
+                response.text().await.unwrap() != format!("req-{n}")
+            })
+        })
+        .collect();
+    let mut wrong = 0;
+    for request in requests {
+        wrong += usize::from(request.await.unwrap());
+    }
+    wrong
+}
+
 /// `ContextLayer` with hyper alone: each connection served with hyper's own
 /// `serve_connection` in a plain `tokio::spawn`, the tower service adapted with hyper-util's
 /// `TowerToHyperService`, a handler that does a plain `set` and echoes what it reads back.
@@ -749,8 +807,6 @@ mod across_services {
 fn a_bare_hyper_server_gives_every_request_its_own_context() {
     use http_body_util::Full;
     use hyper::body::{Bytes, Incoming};
-    use hyper_util::rt::TokioIo;
-    use hyper_util::service::TowerToHyperService;
 
     static HYPER_ID: ContextVar<String> = ContextVar::new("hyper_id");
 
@@ -772,36 +828,8 @@ fn a_bare_hyper_server_gives_every_request_its_own_context() {
             ))))
         });
         let service = ContextLayer::new().layer(handler);
-        let server = tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let service = TowerToHyperService::new(service.clone());
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        let client = reqwest::Client::new();
-        let requests: Vec<_> = (0..200)
-            .map(|n| {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let response = client
-                        .get(format!("http://{address}/"))
-                        .header("x-id", format!("req-{n}"))
-                        .send()
-                        .await
-                        .unwrap();
-                    response.text().await.unwrap() != format!("req-{n}")
-                })
-            })
-            .collect();
-        let mut mismatches = 0;
-        for request in requests {
-            mismatches += usize::from(request.await.unwrap());
-        }
+        let server = serve_http1(listener, service);
+        let mismatches = bodies_not_echoing_their_id(reqwest::Client::new(), address, 200).await;
         server.abort();
         mismatches
     });
@@ -818,8 +846,6 @@ fn a_bare_hyper_server_gives_every_request_its_own_context() {
 fn a_warp_shaped_service() {
     use http_body_util::Full;
     use hyper::body::{Bytes, Incoming};
-    use hyper_util::rt::TokioIo;
-    use hyper_util::service::TowerToHyperService;
     use std::sync::Mutex;
 
     static WARP_ID: ContextVar<String> = ContextVar::new("warp_id");
@@ -850,39 +876,12 @@ fn a_warp_shaped_service() {
             }
         });
         let service = ContextLayer::new().layer(filter_chain);
-        let server = tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let service = TowerToHyperService::new(service.clone());
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let server = serve_http1(listener, service);
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(8) // keep-alive: many requests per connection
             .build()
             .unwrap();
-        let requests: Vec<_> = (0..300)
-            .map(|n| {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let response = client
-                        .get(format!("http://{address}/"))
-                        .header("x-id", format!("req-{n}"))
-                        .send()
-                        .await
-                        .unwrap();
-                    response.text().await.unwrap() != format!("req-{n}")
-                })
-            })
-            .collect();
-        let mut wrong = 0;
-        for request in requests {
-            wrong += usize::from(request.await.unwrap());
-        }
+        let wrong = bodies_not_echoing_their_id(client, address, 300).await;
         server.abort();
         wrong
     });
