@@ -87,6 +87,14 @@ fn current_thread() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn what_call_sets_synchronously_stays_in_the_request() {
     let mut ctx = Context::new().with_value(&REQUEST_ID, "caller".to_string());
@@ -128,10 +136,7 @@ fn thread_critical_values_set_in_call_are_the_requests_own() {
             async { Ok::<_, Infallible>(CONNECTION.contains("conn")) }
         }))
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     let seen = rt.block_on(async move {
         let plain = tokio::spawn(async move {
             let mut service = service();
@@ -350,11 +355,7 @@ fn accessors_reach_the_inner_service() {
 
 #[test]
 fn requests_called_from_plain_tokio_spawn_tasks_stay_isolated() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = multi_thread(4);
     runtime.block_on(async {
         let service = ContextLayer::new().layer(service_fn(|request: http::Request<String>| {
             REQUEST_ID.set(request.into_body()); // synchronous, in `call`
@@ -559,10 +560,7 @@ mod across_services {
 
     #[test]
     fn extract_seeds_each_request_from_its_own_headers() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .build()
-            .unwrap();
+        let runtime = multi_thread(4);
         runtime.block_on(async {
             let mut requests = tokio::task::JoinSet::new();
             for i in 0..200 {
@@ -670,10 +668,7 @@ mod across_services {
             let baggage = request.headers().get("baggage");
             Ok(baggage.map(|v| v.to_str().unwrap().to_owned()))
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
+        let runtime = multi_thread(2);
         runtime.block_on(async {
             let outside = ServiceBuilder::new()
                 .layer(PropagateLayer::new(baggage()))
@@ -810,11 +805,7 @@ fn a_bare_hyper_server_gives_every_request_its_own_context() {
 
     static HYPER_ID: ContextVar<String> = ContextVar::new("hyper_id");
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     let mismatches = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -853,11 +844,7 @@ fn a_warp_shaped_service() {
     static AT_CALL: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
     static LOGGED: Mutex<Vec<(String, Option<String>)>> = Mutex::new(Vec::new());
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     let bodies_wrong = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -991,11 +978,7 @@ fn a_value_per_connection_reaches_http2_requests_only_from_the_connections_servi
         bodies
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     let seen = rt.block_on(async {
         let test = async {
             let mut seen = Vec::new();
@@ -1079,11 +1062,7 @@ fn a_streamed_request_body_sees_the_caller_only_when_wrapped() {
     use hyper::body::{Bytes, Incoming};
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     let echoed = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
