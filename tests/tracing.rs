@@ -58,6 +58,28 @@ fn capture_with(fields: ContextFields, ansi: bool, f: impl FnOnce()) -> Vec<Stri
     sink.lines()
 }
 
+/// `tasks` interleaved tasks on a current-thread runtime (`with_default` sets the subscriber
+/// for this thread only), each setting its own `req-{i}` and logging `truth = i` after a yield.
+fn log_from_tasks(tasks: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..tasks)
+            .map(|i| {
+                task::spawn(async move {
+                    REQUEST_ID.set(format!("req-{i}"));
+                    tokio::task::yield_now().await;
+                    tracing::info!(truth = i, "in task");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
 #[test]
 fn a_set_var_is_written_in_front_of_the_event() {
     let lines = capture(ContextFields::new().var(&REQUEST_ID), || {
@@ -112,26 +134,7 @@ fn local_attributes_of_the_right_type_are_shown() {
 
 #[test]
 fn each_task_logs_its_own_value() {
-    let lines = capture(ContextFields::new().var(&REQUEST_ID), || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..20)
-                .map(|i| {
-                    task::spawn(async move {
-                        REQUEST_ID.set(format!("req-{i}"));
-                        tokio::task::yield_now().await;
-                        tracing::info!(truth = i, "in task");
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
-    });
+    let lines = capture(ContextFields::new().var(&REQUEST_ID), || log_from_tasks(20));
     assert_eq!(lines.len(), 20);
     for line in lines {
         let shown = line.split_whitespace().next().unwrap();
@@ -206,24 +209,7 @@ fn json_unset_var_writes_nothing() {
 #[test]
 fn json_each_task_logs_its_own_value() {
     let lines = capture_json(ContextFields::new().var(&REQUEST_ID), false, || {
-        // `with_default` sets the subscriber for this thread only.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..50)
-                .map(|i| {
-                    task::spawn(async move {
-                        REQUEST_ID.set(format!("req-{i}"));
-                        tokio::task::yield_now().await;
-                        tracing::info!(truth = i, "in task");
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
+        log_from_tasks(50)
     });
     assert_eq!(lines.len(), 50);
     for line in lines {
