@@ -33,11 +33,12 @@
 //! [MSRV and semver](#msrv-and-semver-policy), [how it works inside](#how-it-works-inside),
 //! and the numbered rules the tests check: [**Semantics**](#semantics).
 //!
-//! Serving HTTP: with axum, tonic or hyper, start at the [`tower`] module (one context per
-//! request, a complete axum service); with actix-web, poem, salvo, Rocket or another server
-//! that is not tower, at [its section](#actix-web-and-other-servers-that-are-not-tower); across
-//! services, at [`propagation`]; log lines, at [`tracing`]. A worker that runs jobs sent
-//! through a channel: [channels and job queues](#channels-and-job-queues).
+//! Serving HTTP: with axum, tonic, hyper or AWS Lambda (`lambda_runtime`), start at the
+//! [`tower`] module (one context per request, a complete axum service); with actix-web, poem,
+//! salvo, Rocket or another server that is not tower, at
+//! [its section](#actix-web-and-other-servers-that-are-not-tower); across services, at
+//! [`propagation`]; log lines, at [`tracing`]. A worker that runs jobs sent through a channel:
+//! [channels and job queues](#channels-and-job-queues).
 //!
 //! # The model
 //!

@@ -175,6 +175,63 @@
 //! refused). See
 //! [servers that are not tower](crate#actix-web-and-other-servers-that-are-not-tower).
 //!
+//! AWS Lambda: `lambda_runtime::run` (and `lambda_http::run`) fetches one invocation at a time
+//! and calls the handler in the future that awaits `run`, usually the root future of
+//! `#[tokio::main]`, which is not a task. A handler's `set` there is not refused (S21): it
+//! lands in the main thread's context and stays, so the next invocation reads whatever this
+//! one set and it does not set again (a tenant from a header the next event lacks). With
+//! `run_concurrent` and `AWS_LAMBDA_MAX_CONCURRENCY` above 1, the invocations run in plain
+//! `tokio::spawn` worker tasks: the `set` is refused and the invocation ends in a
+//! `Lambda panicked` error. `lambda_http` takes a tower service of `http::Request`s: pass
+//! `ServiceBuilder::new().layer(ContextLayer::new()).service(service_fn(handler))` to `run` or
+//! `run_concurrent`. `lambda_runtime`'s own events are not `http::Request`s: pass
+//! `service_fn(|event| handler(event).with_context(Context::new()))`. Neither
+//! `Context::new().run(|| handler(event))` (it only makes the future; its body runs when
+//! polled, outside) nor `runtime::propagate` (a worker task serves its invocations one after
+//! the other, like a keep-alive connection) gives an invocation a context of its own.
+//! lambda_runtime's own lines (`user handler panicked`) are written outside it. The crate's
+//! tests do not build lambda_runtime; this wiring was checked with lambda_http 1.3 and
+//! lambda_runtime 1.5 against a local Runtime API. The shape, without Lambda:
+//!
+//! ```
+//! use contextvars::{Context, ContextVar, FutureExt};
+//! use contextvars::tower::ContextLayer;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! static TENANT: ContextVar<String> = ContextVar::new("tenant");
+//!
+//! async fn handler(event: http::Request<()>) -> Result<Option<String>, std::io::Error> {
+//!     if let Some(tenant) = event.headers().get("x-tenant-id") {
+//!         TENANT.set(tenant.to_str().unwrap().to_owned());
+//!     }
+//!     Ok(TENANT.get_cloned())
+//! }
+//!
+//! /// What `lambda_runtime::run` does: the next event, then the service, in the caller's future.
+//! async fn run<S>(mut service: S) -> Vec<Option<String>>
+//! where
+//!     S: Service<http::Request<()>, Response = Option<String>, Error = std::io::Error>,
+//! {
+//!     let mut seen = Vec::new();
+//!     for tenant in ["acme", ""] {
+//!         let event = http::Request::builder();
+//!         let event = if tenant.is_empty() { event } else { event.header("x-tenant-id", tenant) };
+//!         let service = service.ready().await.unwrap();
+//!         seen.push(service.call(event.body(()).unwrap()).await.unwrap());
+//!     }
+//!     seen
+//! }
+//!
+//! let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+//! let layered = ServiceBuilder::new().layer(ContextLayer::new()).service_fn(handler);
+//! assert_eq!(rt.block_on(run(layered)), [Some("acme".into()), None]);
+//! let scoped = tower::service_fn(|event| handler(event).with_context(Context::new()));
+//! assert_eq!(rt.block_on(run(scoped)), [Some("acme".into()), None]);
+//! // Without either: the second invocation reads the first one's tenant.
+//! let bare = tower::service_fn(handler);
+//! assert_eq!(rt.block_on(run(bare)), [Some("acme".into()), Some("acme".into())]);
+//! ```
+//!
 //! # Without the layer
 //!
 //! hyper serves each connection in a task started with a plain `tokio::spawn`, which has no
