@@ -1401,3 +1401,72 @@ async fn route_layer_and_nested_layer_sit_inside_the_outer_layers() {
         .unwrap();
     assert_eq!(response.headers()[HEADER], "req-1");
 }
+
+/// lambda_runtime's `run_concurrent`: worker tasks started with a plain `tokio::spawn`, each
+/// taking the next event and calling the service, one after the other. Without the layer a
+/// `set` is refused (S21); with it, an event without a tenant reads none, not the previous
+/// event's on the same worker.
+#[test]
+fn a_lambda_shaped_worker_loop() {
+    static TENANT: ContextVar<String> = ContextVar::new("lambda_tenant");
+
+    async fn handler(event: http::Request<String>) -> Result<Option<String>, Infallible> {
+        if !event.body().is_empty() {
+            TENANT.set(event.body().clone());
+        }
+        tokio::task::yield_now().await;
+        Ok(TENANT.get_cloned())
+    }
+
+    async fn workers<S>(service: S) -> Vec<std::thread::Result<Vec<(String, Option<String>)>>>
+    where
+        S: Service<http::Request<String>, Response = Option<String>, Error = Infallible>,
+        S: Clone + Send + 'static,
+        S::Future: Send,
+    {
+        let events: Vec<String> = (0..200)
+            .map(|i| {
+                if i % 3 == 0 {
+                    String::new()
+                } else {
+                    format!("t{i}")
+                }
+            })
+            .collect();
+        let queue = Arc::new(std::sync::Mutex::new(events));
+        let mut handles = Vec::new();
+        for _ in 0..4 {
+            let (queue, mut service) = (queue.clone(), service.clone());
+            handles.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let Some(event) = queue.lock().unwrap().pop() else {
+                        return seen;
+                    };
+                    let ready = service.ready().await.unwrap();
+                    seen.push((event.clone(), ready.call(request(&event)).await.unwrap()));
+                }
+            }));
+        }
+        let mut results = Vec::new();
+        for handle in handles {
+            results.push(handle.await.map_err(|e| e.into_panic()));
+        }
+        results
+    }
+
+    let rt = multi_thread(2);
+    let layered = rt.block_on(workers(ContextLayer::new().layer(service_fn(handler))));
+    let mut served = 0;
+    for (event, seen) in layered.into_iter().flat_map(Result::unwrap) {
+        assert_eq!(seen, Some(event).filter(|tenant| !tenant.is_empty()));
+        served += 1;
+    }
+    assert_eq!(served, 200);
+    let bare = rt.block_on(workers(service_fn(handler)));
+    for worker in bare {
+        let panic = worker.unwrap_err();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert!(message.contains("(S21)"), "{message}");
+    }
+}
