@@ -930,7 +930,8 @@
 //! `tracing_subscriber::fmt` subscriber writes — `request_id=req-1` in front of a text line, a
 //! top-level `"request_id":"req-1"` member in a JSON line — so a request id set in a middleware
 //! appears on every log line of that request, in every task it spawns. Types that are not
-//! `Display` are shown through `Debug` or a formatting function of yours.
+//! `Display` are shown through `Debug` or a formatting function of yours. OpenTelemetry log
+//! records, spans and metrics get the values another way, shown in the [`tracing`] module.
 //!
 //! # Compared with the alternatives
 //!

@@ -100,6 +100,96 @@
 //! formatter's own keys (`timestamp`, `level`, `fields`, `target`, `span`, `spans`), nor, with
 //! `.flatten_event(true)` (which lifts the event's fields to the top level), with the events'
 //! field names: the line would have the key twice, which strict JSON parsers reject.
+//!
+//! # OpenTelemetry log records, spans and metrics
+//!
+//! [`ContextFields`] formats `tracing_subscriber::fmt` lines only: it adds nothing to the log
+//! records of opentelemetry-appender-tracing's bridge, to tracing-opentelemetry's spans, nor to
+//! metrics. Read the variables where the signal is made, on the thread that makes it:
+//!
+//! - **Log records**: an `opentelemetry_sdk::logs::LogProcessor` whose `emit` adds them. The
+//!   SDK calls each processor's `emit` in the order they were added, on the thread that logs
+//!   (the bridge logs where the `tracing` event is), so add it *before* the exporting one
+//!   (`with_log_processor` before `with_batch_exporter`): a `BatchLogProcessor` keeps a copy
+//!   of the record as its `emit` sees it, and exports from a thread of its own, where no
+//!   request's values are set; an exporter that reads the variables reads nothing.
+//! - **Spans**: a `SpanProcessor` whose `on_start` adds them. tracing-opentelemetry starts
+//!   the OpenTelemetry span when the `tracing` span is first entered, gets a child, or closes,
+//!   not at `span!`: a span made in a request but first entered or closed outside its context
+//!   (one held by a streamed body that is not wrapped in [`Scoped`](crate::Scoped)) gets none.
+//! - **Metrics**: read them in the call that records, `counter.add(1, &attributes)`. An
+//!   observable instrument's callback runs where the reader collects (a `PeriodicReader`'s
+//!   thread) and reads nothing.
+//!
+//! A signal made outside the request's context (a plain `tokio::spawn`, a streamed body that
+//! is not wrapped) carries none of its values, as a log line would.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//!
+//! use contextvars::ContextVar;
+//! use opentelemetry::InstrumentationScope;
+//! use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _};
+//! use opentelemetry_sdk::error::OTelSdkResult;
+//! use opentelemetry_sdk::logs::{LogBatch, LogExporter, LogProcessor, SdkLogRecord, SdkLoggerProvider};
+//!
+//! static TENANT: ContextVar<String> = ContextVar::new("tenant");
+//!
+//! /// Adds the variables to each record, on the thread that logs.
+//! #[derive(Debug)]
+//! struct ContextAttributes;
+//!
+//! impl LogProcessor for ContextAttributes {
+//!     fn emit(&self, record: &mut SdkLogRecord, _: &InstrumentationScope) {
+//!         TENANT.with(|tenant| {
+//!             if let Some(tenant) = tenant {
+//!                 record.add_attribute(TENANT.name(), tenant.clone());
+//!             }
+//!         });
+//!     }
+//!     fn force_flush(&self) -> OTelSdkResult {
+//!         Ok(())
+//!     }
+//!     fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! /// Stands in for an OTLP exporter; notes each record's `tenant` and what it reads itself.
+//! #[derive(Debug, Default, Clone)]
+//! struct Exported(Arc<Mutex<Vec<(Option<String>, bool)>>>);
+//!
+//! impl LogExporter for Exported {
+//!     async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+//!         for (record, _) in batch.iter() {
+//!             let tenant = record.attributes_iter().find(|(key, _)| key.as_str() == "tenant");
+//!             let tenant = tenant.map(|(_, value)| match value {
+//!                 AnyValue::String(tenant) => tenant.to_string(),
+//!                 other => format!("{other:?}"),
+//!             });
+//!             self.0.lock().unwrap().push((tenant, TENANT.is_set()));
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let exported = Exported::default();
+//! let provider = SdkLoggerProvider::builder()
+//!     .with_log_processor(ContextAttributes) // first: it runs where the event is
+//!     .with_batch_exporter(exported.clone())
+//!     .build();
+//! // What the bridge (`OpenTelemetryTracingBridge::new(&provider)`) does for each event.
+//! let logger = provider.logger("app");
+//! TENANT.sync_scope("acme".to_string(), || {
+//!     let mut record = logger.create_log_record();
+//!     record.set_body("handling".into());
+//!     logger.emit(record);
+//! });
+//! provider.force_flush().unwrap();
+//! // The record carries the tenant; the exporter, on the batch thread, reads none itself.
+//! assert_eq!(*exported.0.lock().unwrap(), [(Some("acme".to_string()), false)]);
+//! ```
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
