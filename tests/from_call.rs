@@ -49,6 +49,58 @@ fn middleware(
     })
 }
 
+/// A multi-thread runtime with two workers, as a server's.
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `connections` plain `tokio::spawn` tasks, as a server's connection tasks (no context of
+/// their own), each serving the requests `r{conn}-{n}` for `n < requests` one after the other
+/// through `serve`, which checks what each request saw.
+fn serve_keep_alive<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    connections: usize,
+    requests: usize,
+    serve: F,
+) where
+    F: Fn(String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..connections)
+            .map(|conn| {
+                let serve = serve.clone();
+                tokio::spawn(async move {
+                    for n in 0..requests {
+                        serve(format!("r{conn}-{n}")).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+}
+
+/// The S21 panic message of `fut` run in a plain task on `rt`; panics if it was not refused.
+fn refused_in_plain_task<Fut>(rt: &tokio::runtime::Runtime, fut: Fut) -> String
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let err = rt
+        .block_on(async { tokio::spawn(fut).await })
+        .err()
+        .expect("refused (S21)");
+    let message = err.into_panic().downcast_ref::<String>().cloned();
+    message.unwrap_or_default()
+}
+
 #[test]
 fn every_request_of_every_keep_alive_connection_is_its_own() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -167,37 +219,18 @@ impl<E: Endpoint> Endpoint for WithContext<E> {
 
 #[test]
 fn a_poem_shaped_middleware_on_a_multi_thread_runtime() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread();
     let app = std::sync::Arc::new(WithContext(Handler));
     // (Not under Miri: CI skips `multi_thread` tests there.)
-    let (connections_n, requests) = (40, 6);
-    rt.block_on(async {
-        let mut connections = Vec::new();
-        for conn in 0..connections_n {
-            let app = app.clone();
-            // a plain task, as poem's connection tasks: no context of its own
-            connections.push(tokio::spawn(async move {
-                for n in 0..requests {
-                    let id = format!("r{conn}-{n}");
-                    assert_eq!(app.call(id.clone()).await, format!("{id}/u-{id}"));
-                    assert!(REQUEST_ID.get().is_none() && USER.get().is_none());
-                }
-            }));
-        }
-        for c in connections {
-            c.await.unwrap();
+    serve_keep_alive(&rt, 40, 6, move |id| {
+        let app = app.clone();
+        async move {
+            assert_eq!(app.call(id.clone()).await, format!("{id}/u-{id}"));
+            assert!(REQUEST_ID.get().is_none() && USER.get().is_none());
         }
     });
     // Without the middleware, the handler's `set` in the connection's task is refused.
-    let err = rt
-        .block_on(async { tokio::spawn(async { Handler.call("x".into()).await }).await })
-        .expect_err("refused (S21)");
-    let message = err.into_panic().downcast_ref::<String>().cloned();
-    let message = message.unwrap_or_default();
+    let message = refused_in_plain_task(&rt, async { Handler.call("x".into()).await });
     for fix in [
         "poem",
         "`.with` call",
@@ -356,44 +389,25 @@ fn a_salvo_shaped_hoop_on_a_multi_thread_runtime() {
     use salvo_shaped::{Auth, ContextHoop, Handler, serve};
     use std::sync::Arc;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread();
     let hoops: Arc<[Arc<dyn Handler>]> = Arc::new([Arc::new(ContextHoop), Arc::new(Auth)]);
-    let (connections_n, requests) = (40, 6);
-    rt.block_on(async {
-        let mut connections = Vec::new();
-        for conn in 0..connections_n {
-            let hoops = hoops.clone();
-            // a plain task, as salvo's connection tasks: no context of its own
-            connections.push(tokio::spawn(async move {
-                for n in 0..requests {
-                    let id = format!("r{conn}-{n}");
-                    let log = serve(&hoops, id.clone()).await;
-                    let want = [
-                        format!("goal {id} u-{id}"),
-                        format!("auth {id}"),
-                        format!("catch {id}"),
-                        "after []".to_owned(),
-                    ];
-                    assert_eq!(log, want);
-                }
-            }));
-        }
-        for c in connections {
-            c.await.unwrap();
+    serve_keep_alive(&rt, 40, 6, move |id| {
+        let hoops = hoops.clone();
+        async move {
+            let log = serve(&hoops, id.clone()).await;
+            let want = [
+                format!("goal {id} u-{id}"),
+                format!("auth {id}"),
+                format!("catch {id}"),
+                "after []".to_owned(),
+            ];
+            assert_eq!(log, want);
         }
     });
     // Without the context hoop, the first `set` in the connection's task is refused, and the
     // message names salvo's fix.
     let no_context: Arc<[Arc<dyn Handler>]> = Arc::new([Arc::new(Auth)]);
-    let err = rt
-        .block_on(async { tokio::spawn(async move { serve(&no_context, "x".into()).await }).await })
-        .expect_err("refused (S21)");
-    let message = err.into_panic().downcast_ref::<String>().cloned();
-    let message = message.unwrap_or_default();
+    let message = refused_in_plain_task(&rt, async move { serve(&no_context, "x".into()).await });
     for fix in [
         "salvo",
         "`Service::hoop`",
@@ -484,11 +498,7 @@ fn a_rocket_shaped_route_wrapper_with_the_context_in_local_cache() {
     use rocket_shaped::{Route, WithContext, serve};
     use std::sync::Arc;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread();
     let route: Arc<WithContext> = Arc::new(WithContext(Box::new(Route)));
     rt.block_on(async {
         let mut requests = Vec::new();
@@ -507,11 +517,7 @@ fn a_rocket_shaped_route_wrapper_with_the_context_in_local_cache() {
         }
     });
     // Without the wrapper, the guard's `set` is refused, and the message names Rocket's fix.
-    let err = rt
-        .block_on(async { tokio::spawn(async { serve(&Route, "x".into()).await }).await })
-        .expect_err("refused (S21)");
-    let message = err.into_panic().downcast_ref::<String>().cloned();
-    let message = message.unwrap_or_default();
+    let message = refused_in_plain_task(&rt, async { serve(&Route, "x".into()).await });
     for fix in ["Rocket", "`Route`'s `handler`", "inner.handle(req, data)"] {
         assert!(message.contains(fix), "does not name {fix}: {message}");
     }
