@@ -179,8 +179,11 @@
 //! [`Local::remove`] inside a Tokio task with no context entered panic with a message that
 //! names the call and the fixes (S21). Reads are never refused, and the root future of
 //! `block_on` / `#[tokio::main]` is not a task: writes there go to the calling thread's
-//! context, as in plain code. Only Tokio tasks are told apart: on smol and other executors
-//! nothing is refused unless the executor's threads ask for it with
+//! context, as in plain code. So a loop there that handles one message after another (a queue
+//! consumer in `main`, AWS Lambda's `run`: see the [`tower`] module) is not refused, and each
+//! message reads what the one before set: run each in a context of its own,
+//! `handle(msg).with_context(Context::new())`. Only Tokio tasks are told apart: on smol and
+//! other executors nothing is refused unless the executor's threads ask for it with
 //! [`thread::refuse_own_context_writes`] (see
 //! [other executors](#smol-async-executor-and-other-executors)).
 //!
