@@ -70,6 +70,28 @@
 //! each: [`on_task_spawn`], [`on_before_task_poll`], [`on_after_task_poll`] and
 //! [`on_task_terminate`].
 //!
+//! What your code reads in each hook:
+//!
+//! - the spawn hook runs on the spawning thread: your code reads the spawner's context on
+//!   either side of the crate's call, which only records a fork;
+//! - in the before-poll hook, the task's context is current only after the crate's call; in the
+//!   after-poll hook, only before it. It is the task's context, not a request's: polls of a
+//!   hyper connection task, inside which `tower::ContextLayer` enters each request's context,
+//!   read the connection task's values;
+//! - the terminate hook reads the task's context only when the task ends inside a poll (it
+//!   completes or is aborted), not when Tokio drops it at shutdown. Tokio calls it for blocking
+//!   jobs too (`spawn_blocking`, [`task::spawn_blocking`](crate::task::spawn_blocking), and the
+//!   worker threads the runtime hands over in `block_in_place` or stops at shutdown), which
+//!   never reached the spawn hook; and for a task spawned on a runtime that has shut down,
+//!   before its spawn hook, so the entry that hook makes (the crate's as well as yours) stays.
+//!
+//! So keep per-task bookkeeping (a live-task count per tenant) under `meta.id()`: record what
+//! you need in the spawn hook, and in the terminate hook remove that id if it is there and
+//! ignore ids you never saw. `LocalSet` tasks call no hook at all. Tokio runs the poll hooks
+//! outside its `catch_unwind`: on a multi-thread runtime a panic in yours aborts the process.
+//! tokio-console's `console-subscriber` works from `tracing` spans, not from these hooks, and
+//! needs nothing from this module.
+//!
 //! # How it works
 //!
 //! The spawn hook runs on the spawning thread before the task is first scheduled: it stores

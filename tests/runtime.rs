@@ -797,3 +797,121 @@ fn a_server_that_spawns_a_task_per_request_gives_each_request_its_own_context() 
         }
     });
 }
+
+/// The "Your own hooks" module docs: what a hook of your own reads on each side of the crate's
+/// hook, and which hooks Tokio calls for which work, so that per-task bookkeeping (a live-task
+/// count per tenant) keyed by task id returns to zero.
+#[test]
+fn your_own_hooks_read_the_spawner_then_the_task_and_blocking_jobs_only_terminate() {
+    use std::collections::HashMap;
+    use tokio::task::Id;
+
+    #[derive(Default)]
+    struct Seen {
+        /// (read before the crate's spawn hook, read after it)
+        spawn: Vec<(Option<u64>, Option<u64>)>,
+        /// before-poll: (before the crate's hook, after it); after-poll likewise
+        before_poll: Vec<(Option<u64>, Option<u64>)>,
+        after_poll: Vec<(Option<u64>, Option<u64>)>,
+        /// what the spawn hook recorded for each live task
+        live: HashMap<Id, Option<u64>>,
+        /// terminate hook calls for ids the spawn hook never saw
+        unknown_terminates: usize,
+        /// what the terminate hook read for tasks the spawn hook saw
+        terminate: Vec<Option<u64>>,
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (s1, s2, s3, s4) = (seen.clone(), seen.clone(), seen.clone(), seen.clone());
+    // The join completes before the task's last after-poll and terminate hooks have run.
+    let settled = |done: &dyn Fn(&Seen) -> bool| {
+        for _ in 0..500 {
+            if done(&seen.lock().unwrap()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_task_spawn(move |meta| {
+            let before = request();
+            runtime::on_task_spawn(meta);
+            let mut seen = s1.lock().unwrap();
+            seen.spawn.push((before, request()));
+            seen.live.insert(meta.id(), request());
+        })
+        .on_before_task_poll(move |meta| {
+            let before = request();
+            runtime::on_before_task_poll(meta);
+            s2.lock().unwrap().before_poll.push((before, request()));
+        })
+        .on_after_task_poll(move |meta| {
+            let before = request();
+            runtime::on_after_task_poll(meta);
+            s3.lock().unwrap().after_poll.push((before, request()));
+        })
+        .on_task_terminate(move |meta| {
+            runtime::on_task_terminate(meta);
+            let mut seen = s4.lock().unwrap();
+            if seen.live.remove(&meta.id()).is_none() {
+                seen.unknown_terminates += 1;
+            } else {
+                seen.terminate.push(request());
+            }
+        })
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    rt.block_on(async {
+        REQUEST.set(1);
+        tokio::spawn(async {
+            REQUEST.set(2); // the task's own write: its next poll's hooks read it
+            tokio::task::yield_now().await;
+        })
+        .await
+        .unwrap();
+    });
+    settled(&|seen| seen.after_poll.len() == 2 && seen.live.is_empty());
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.spawn,
+            [(Some(1), Some(1))],
+            "the spawner's, either side"
+        );
+        assert_eq!(
+            seen.before_poll,
+            [(None, Some(1)), (None, Some(2))],
+            "the worker's, then the task's"
+        );
+        assert_eq!(
+            seen.after_poll,
+            [(Some(2), None), (Some(2), None)],
+            "the task's, then the worker's"
+        );
+        assert!(seen.live.is_empty());
+        assert_eq!(seen.terminate, [Some(2)], "ended in a poll: the task's");
+        assert_eq!(seen.unknown_terminates, 0);
+    }
+    // Blocking jobs, the crate's included, reach the terminate hook only.
+    rt.block_on(async {
+        tokio::task::spawn_blocking(|| ()).await.unwrap();
+        task::spawn_blocking(|| ()).await.unwrap();
+    });
+    settled(&|seen| seen.unknown_terminates == 2);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.spawn.len(), 1, "no spawn hook for a blocking job");
+        assert_eq!(seen.unknown_terminates, 2);
+        assert!(seen.live.is_empty());
+    }
+    // A task spawned on a runtime that has shut down: terminated before its spawn hook runs,
+    // so the entry the spawn hook makes (the crate's and yours) is never removed.
+    drop(rt);
+    let before = seen.lock().unwrap().unknown_terminates;
+    drop(handle.spawn(async {}));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.unknown_terminates, before + 1);
+    assert_eq!(seen.live.len(), 1);
+}
