@@ -130,9 +130,10 @@ where
 
 /// Runs `f` on Tokio's blocking pool in a fork of the caller's context.
 ///
-/// The pool thread's own context is untouched before and after the job (a plain
-/// `tokio::task::spawn_blocking` closure that calls `set` would leave the value on the pool
-/// thread for the next job). Inside `f`, [`async_to_sync`] runs futures on this runtime.
+/// The pool thread's own context is untouched before and after the job, and `f` may `set`
+/// (a plain `tokio::task::spawn_blocking` closure starts in the pool thread's own, empty
+/// context, and a `set` there is refused, S21). Inside `f`, [`async_to_sync`] runs futures on
+/// this runtime.
 ///
 /// # Panics
 ///
