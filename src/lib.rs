@@ -38,7 +38,8 @@
 //! salvo, Rocket or another server that is not tower, at
 //! [its section](#actix-web-and-other-servers-that-are-not-tower); across services, at
 //! [`propagation`]; log lines, at [`tracing`]. A worker that runs jobs sent through a channel:
-//! [channels and job queues](#channels-and-job-queues).
+//! [channels and job queues](#channels-and-job-queues). Server-side rendering with Leptos:
+//! [its paragraph](#leptos-server-side-rendering).
 //!
 //! # The model
 //!
@@ -469,6 +470,81 @@
 //! subscription streams run in the upgrade task and read none of the request's values: serve
 //! the WebSocket from a handler instead, `let ctx = Context::current().fork();` then
 //! `ws.on_upgrade(move |s| GraphQLWebSocket::new(s, schema, protocol).serve().with_context(ctx))`.
+//!
+//! ### Leptos (server-side rendering)
+//!
+//! `leptos_axum` spawns through `any_spawner::Executor`, whose `init_tokio` spawns with plain
+//! `tokio::spawn`. Under `tower::ContextLayer` (an axum layer), the component bodies, the
+//! `additional_context` closure and `#[server]` functions run in the request's task and read
+//! its values. The rest does not:
+//!
+//! - A `Resource`'s future is polled once inline, in the component, then in a task of its own:
+//!   what it reads before its first `.await` that waits is the request's, what it reads after
+//!   that is nothing, and a `set` there panics (S21), so the resource never loads and the page
+//!   never finishes. A `OnceResource`'s future runs wholly in such a task. Wrap each future
+//!   in the fetcher, `Resource::new(src, |s| fetch(s).with_current_context())`,
+//!   `OnceResource::new(fut.with_current_context())`; or, in `main` before the routes are
+//!   built, `Executor::init_custom_executor` with an executor whose `spawn` is
+//!   [`task::spawn`] (and `spawn_local`, [`task::spawn_local`]); leptos_axum's own
+//!   `init_tokio` call then leaves it in place. `runtime::propagate` does the same for every
+//!   task. Only the wrap gives the future a context of its own from its first poll: without
+//!   it, a `set` before the first wait lands in the request's context and the rest of the page
+//!   reads it.
+//! - With out-of-order and in-order streaming (`SsrMode::OutOfOrder`, the default, and
+//!   `InOrder`), what a `Suspense` renders once its resources load (its children, `Suspend`
+//!   futures) runs as the server polls the response body, after the handler has returned: map
+//!   each response onto a `Scoped` body right inside `ContextLayer` (see [`tower`], streamed
+//!   bodies). `SsrMode::Async` renders the whole page in the handler.
+//!
+//! Leptos's `provide_context` / `use_context` follow its reactive owner into all of these, but
+//! exist only inside the render and the server functions: use them for what components share,
+//! and a [`ContextVar`] for what code outside Leptos reads (log lines, a database layer, a tower
+//! middleware, a task spawned with [`task::spawn`]). The shape of a resource, modelled without
+//! Leptos:
+//!
+//! ```
+//! # #[cfg(feature = "tokio")] { // `task` needs the `tokio` feature
+//! use contextvars::{task, Context, ContextVar, FutureExt as _};
+//! use futures::FutureExt as _; // now_or_never
+//! use std::{future::Future, pin::Pin};
+//!
+//! static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
+//!
+//! type Spawn = fn(Pin<Box<dyn Future<Output = ()> + Send>>);
+//! /// Like Leptos's `Resource::new`: one poll inline, the rest in a task the executor spawns.
+//! fn resource<F>(spawn: Spawn, fut: F) -> tokio::sync::oneshot::Receiver<F::Output>
+//! where
+//!     F: Future + Send + 'static,
+//!     F::Output: Send,
+//! {
+//!     let (tx, rx) = tokio::sync::oneshot::channel();
+//!     let mut fut = Box::pin(async move { drop(tx.send(fut.await)) });
+//!     if fut.as_mut().now_or_never().is_none() {
+//!         spawn(fut);
+//!     }
+//!     rx
+//! }
+//! async fn fetch() -> (Option<String>, Option<String>) {
+//!     let before = REQUEST_ID.get_cloned(); // the first poll: inline, in the component
+//!     tokio::task::yield_now().await;
+//!     (before, REQUEST_ID.get_cloned()) // polled in the spawned task
+//! }
+//! let some = |s: &str| Some(s.to_string());
+//!
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! let request = Context::new().with_value(&REQUEST_ID, "req-1".to_string());
+//! let init_tokio: Spawn = |f| drop(tokio::spawn(f));
+//! let custom: Spawn = |f| drop(task::spawn(f));
+//!
+//! let page = async { resource(init_tokio, fetch()).await.unwrap() };
+//! assert_eq!(page.with_context(request.clone()).await, (some("req-1"), None));
+//! let page = async { resource(custom, fetch()).await.unwrap() };
+//! assert_eq!(page.with_context(request.clone()).await, (some("req-1"), some("req-1")));
+//! let page = async { resource(init_tokio, fetch().with_current_context()).await.unwrap() };
+//! assert_eq!(page.with_context(request).await, (some("req-1"), some("req-1")));
+//! # });
+//! # }
+//! ```
 //!
 //! ## Connection pools and their hooks (sqlx)
 //!

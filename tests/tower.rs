@@ -1470,3 +1470,79 @@ fn a_lambda_shaped_worker_loop() {
         assert!(message.contains("(S21)"), "{message}");
     }
 }
+
+/// The shape of a Leptos SSR page under `ContextLayer` (the guide's "Leptos" paragraph),
+/// served over HTTP: the shell renders in the handler; a resource is polled once inline and
+/// then in a task its executor spawns (`any_spawner`'s `init_tokio`: plain `tokio::spawn`);
+/// the `Suspense` fragment is rendered as the server polls the streamed body. With a spawner
+/// that is `task::spawn` and the body mapped onto a `Scoped` right inside `ContextLayer`, every
+/// part reads the request's id; with neither, only the shell and the inline poll do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leptos_shaped_streamed_page_reads_the_request_with_a_scoped_spawner_and_body() {
+    type Spawn = fn(Pin<Box<dyn Future<Output = ()> + Send>>);
+    fn id() -> String {
+        REQUEST_ID.get_cloned().unwrap_or_else(|| "none".into())
+    }
+    async fn page(spawn: Spawn) -> axum::body::Body {
+        use futures::{FutureExt, StreamExt};
+        let shell = id();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut resource = Box::pin(async move {
+            let before = id();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            drop(tx.send(format!("{before}/{}", id())));
+        });
+        if resource.as_mut().now_or_never().is_none() {
+            spawn(resource);
+        }
+        let fragment = async move {
+            let resource = rx.await.unwrap();
+            tokio::task::yield_now().await;
+            Ok::<_, Infallible>(format!(" {resource} {}", id()))
+        };
+        let chunks = futures::stream::iter([Ok::<_, Infallible>(shell)])
+            .chain(futures::stream::once(fragment));
+        axum::body::Body::from_stream(chunks)
+    }
+    async fn scope_body(response: Response) -> Response {
+        let context = Context::current();
+        response.map(|body| axum::body::Body::new(Scoped::new(context, body)))
+    }
+    let plain: Spawn = |f| drop(tokio::spawn(f));
+    let scoped: Spawn = |f| drop(task::spawn(f));
+    let app = Router::new()
+        .route("/plain", get(move || page(plain)))
+        .route("/scoped", get(move || page(scoped)))
+        .layer(middleware::from_fn(set_request_id));
+    let apps = [
+        ("/plain", app.clone().layer(ContextLayer::new())),
+        (
+            "/scoped",
+            app.layer(middleware::map_response(scope_body))
+                .layer(ContextLayer::new()),
+        ),
+    ];
+    let client = client().build().unwrap();
+    let mut seen = Vec::new();
+    for (path, app) in apps {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}{path}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let (client, url) = (client.clone(), url.clone());
+            requests.spawn(async move {
+                let id = format!("req-{i:02}");
+                let response = client.get(url).header(HEADER, &id).send().await.unwrap();
+                let body = response.text().await.unwrap();
+                body.replace(&id, "ID")
+            });
+        }
+        let mut bodies: Vec<String> = requests.join_all().await;
+        bodies.dedup();
+        server.abort();
+        seen.push(bodies);
+    }
+    assert_eq!(seen[0], ["ID ID/none none"]); // shell, resource before/after its wait, fragment
+    assert_eq!(seen[1], ["ID ID/ID ID"]);
+}
