@@ -87,7 +87,10 @@ pub(crate) fn refuse_write(call: &'static str) -> ! {
          - a task you spawn: spawn it with `contextvars::task::spawn` (or `spawn_local` for \
          `actix_web::rt::spawn`, `spawn_blocking` for `web::block`), or wrap its future with \
          `.with_current_context()` (from `contextvars::FutureExt`: opentelemetry's trait has a \
-         method of that name);\n\
+         method of that name); a task a library spawns for you (a Leptos `Resource` or \
+         `OnceResource`, a DataLoader): wrap the future you hand it, or give the library \
+         `contextvars::task::spawn` as its spawner (see the guide's \"Libraries that take a \
+         spawner\");\n\
          - work taken out of the request (a job sent through a channel to a worker, axum's \
          `WebSocketUpgrade::on_upgrade` callback, a streamed body or response stream): take \
          `let ctx = contextvars::Context::current().fork();` in the handler, send it with the \

@@ -99,6 +99,21 @@ fn the_message_says_how_to_carry_a_request_into_a_websocket_upgrade_callback() {
 }
 
 #[test]
+fn the_message_says_what_to_do_in_a_task_a_library_spawns() {
+    // A Leptos `Resource`'s future runs in a task `any_spawner` starts with a plain
+    // `tokio::spawn`: the user spawned nothing, so "a task you spawn" does not point there.
+    let message = refused_in_plain_task(async { ID.set(1) });
+    for hint in [
+        "a Leptos `Resource`",
+        "wrap the future you hand it",
+        "`contextvars::task::spawn` as its spawner",
+        "Libraries that take a spawner",
+    ] {
+        assert!(message.contains(hint), "does not say {hint:?}: {message}");
+    }
+}
+
+#[test]
 fn the_message_says_how_to_serve_a_warp_filter() {
     // `warp::serve` takes no tower layer, and a warp filter cannot wrap the futures of the
     // filters after it: the fix is `ContextLayer` around `warp::service(filter)`, served with
