@@ -114,9 +114,11 @@
 //!   of the record as its `emit` sees it, and exports from a thread of its own, where no
 //!   request's values are set; an exporter that reads the variables reads nothing.
 //! - **Spans**: a `SpanProcessor` whose `on_start` adds them. tracing-opentelemetry starts
-//!   the OpenTelemetry span when the `tracing` span is first entered, gets a child, or closes,
-//!   not at `span!`: a span made in a request but first entered or closed outside its context
-//!   (one held by a streamed body that is not wrapped in [`Scoped`](crate::Scoped)) gets none.
+//!   the OpenTelemetry span, not at `span!`, but the first time the `tracing` span is entered
+//!   (with the layer's default context activation), gets a child or a `follows_from`, has its
+//!   `context()` read, or closes: a span made in a request but started outside its context
+//!   (entered only in a streamed body that is not wrapped in [`Scoped`](crate::Scoped)) gets
+//!   none.
 //! - **Metrics**: read them in the call that records, `counter.add(1, &attributes)`. An
 //!   observable instrument's callback runs where the reader collects (a `PeriodicReader`'s
 //!   thread) and reads nothing.
@@ -132,7 +134,9 @@
 //! use opentelemetry::InstrumentationScope;
 //! use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _};
 //! use opentelemetry_sdk::error::OTelSdkResult;
-//! use opentelemetry_sdk::logs::{LogBatch, LogExporter, LogProcessor, SdkLogRecord, SdkLoggerProvider};
+//! use opentelemetry_sdk::logs::{
+//!     LogBatch, LogExporter, LogProcessor, SdkLogRecord, SdkLoggerProvider,
+//! };
 //!
 //! static TENANT: ContextVar<String> = ContextVar::new("tenant");
 //!
