@@ -85,12 +85,14 @@
 //!   never reached the spawn hook; and for a task spawned on a runtime that has shut down,
 //!   before its spawn hook, so the entry that hook makes (the crate's as well as yours) stays.
 //!
-//! So keep per-task bookkeeping (a live-task count per tenant) under `meta.id()`: record what
-//! you need in the spawn hook, and in the terminate hook remove that id if it is there and
-//! ignore ids you never saw. `LocalSet` tasks call no hook at all. Tokio runs the poll hooks
-//! outside its `catch_unwind`: on a multi-thread runtime a panic in yours aborts the process.
-//! tokio-console's `console-subscriber` works from `tracing` spans, not from these hooks, and
-//! needs nothing from this module.
+//! So keep per-task bookkeeping (a live-task count per tenant) under `meta.id()`: record what you
+//! need in the spawn hook, and in the terminate hook remove that id if it is there and ignore ids
+//! you never saw. `LocalSet` tasks call no hook at all. Tokio runs the poll hooks outside its
+//! `catch_unwind`: a panic in yours unwinds out of `block_on` on a current-thread runtime, and out
+//! of the worker thread on a multi-thread one: Tokio built with debug assertions aborts the
+//! process; without them that worker is lost, and tasks it held may never run again (their
+//! `JoinHandle`s wait forever). tokio-console's `console-subscriber` works from `tracing` spans,
+//! not from these hooks, and needs nothing from this module.
 //!
 //! # How it works
 //!
