@@ -292,8 +292,9 @@ pub fn on_after_task_poll(meta: &TaskMeta<'_>) {
 /// user code, away from every context that lives on: inside a task entry of its own (a value's
 /// `Drop` that writes changes nothing that stays, as in the task itself; not the worker's nor
 /// a `block_on` root's context), with a panic caught once the panic hook has reported it.
-/// Tokio runs the after-poll hook outside its `catch_unwind`: a panic there would abort a
-/// multi-thread worker, or leave a current-thread runtime's `block_on`.
+/// Tokio runs the after-poll hook outside its `catch_unwind`: a panic there would abort the
+/// process (Tokio built with debug assertions) or lose the multi-thread worker, or leave a
+/// current-thread runtime's `block_on`.
 fn drop_finished(task: Box<OwnedTask>) {
     let dropped = catch_unwind(AssertUnwindSafe(|| {
         // What those `Drop`s write goes into this empty context, dropped in turn once the

@@ -180,9 +180,10 @@
 //! `#[tokio::main]`, which is not a task. A handler's `set` there is not refused (S21): it
 //! lands in the main thread's context and stays, so the next invocation reads whatever this
 //! one set and it does not set again (a tenant from a header the next event lacks). With
-//! `run_concurrent` and `AWS_LAMBDA_MAX_CONCURRENCY` above 1, the invocations run in plain
-//! `tokio::spawn` worker tasks: the `set` is refused and the invocation ends in a
-//! `Lambda panicked` error. `lambda_http` takes a tower service of `http::Request`s: pass
+//! `run_concurrent` (feature `concurrency-tokio`) and `AWS_LAMBDA_MAX_CONCURRENCY` above 1,
+//! the invocations run in plain `tokio::spawn` worker tasks: the `set` is refused and the
+//! invocation ends in a `Lambda panicked` error. `lambda_http` takes a tower service of
+//! `http::Request`s: pass
 //! `ServiceBuilder::new().layer(ContextLayer::new()).service(service_fn(handler))` to `run` or
 //! `run_concurrent`. `lambda_runtime`'s own events are not `http::Request`s: pass
 //! `service_fn(|event| handler(event).with_context(Context::new()))`. Neither

@@ -611,8 +611,9 @@ static BOMB: ContextVar<PanicsWhenDropped> = ContextVar::new("bomb");
 #[test]
 fn a_panic_dropping_a_finished_tasks_values_stays_off_the_worker_and_the_caller() {
     // A finished task's context drops in a hook, outside Tokio's `catch_unwind`: a panic there
-    // would abort a multi-thread worker (the whole process) or leave a current-thread
-    // `block_on`. The panic hook reports it; the runtime and the caller go on.
+    // would abort the process (Tokio with debug assertions) or lose a multi-thread worker, or
+    // leave a current-thread `block_on`. The panic hook reports it; the runtime and the caller
+    // go on.
     let drops = Arc::new(AtomicUsize::new(0));
     for rt in [propagating_multi_thread(2), propagating_current_thread()] {
         let drops_in = drops.clone();
