@@ -6,6 +6,9 @@
 
 use std::future::Future;
 
+mod common;
+
+use common::multi_thread;
 use contextvars::{Context, ContextVar, Local, Scoped, task};
 
 static REQUEST_ID: ContextVar<String> = ContextVar::new("request_id");
@@ -47,15 +50,6 @@ fn middleware(
         REQUEST_ID.set(id);
         inner_call(user)
     })
-}
-
-/// A multi-thread runtime with two workers, as a server's.
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// `connections` plain `tokio::spawn` tasks, as a server's connection tasks (no context of
@@ -219,7 +213,7 @@ impl<E: Endpoint> Endpoint for WithContext<E> {
 
 #[test]
 fn a_poem_shaped_middleware_on_a_multi_thread_runtime() {
-    let rt = multi_thread();
+    let rt = multi_thread(2);
     let app = std::sync::Arc::new(WithContext(Handler));
     // (Not under Miri: CI skips `multi_thread` tests there.)
     serve_keep_alive(&rt, 40, 6, move |id| {
@@ -389,7 +383,7 @@ fn a_salvo_shaped_hoop_on_a_multi_thread_runtime() {
     use salvo_shaped::{Auth, ContextHoop, Handler, serve};
     use std::sync::Arc;
 
-    let rt = multi_thread();
+    let rt = multi_thread(2);
     let hoops: Arc<[Arc<dyn Handler>]> = Arc::new([Arc::new(ContextHoop), Arc::new(Auth)]);
     serve_keep_alive(&rt, 40, 6, move |id| {
         let hoops = hoops.clone();
@@ -498,7 +492,7 @@ fn a_rocket_shaped_route_wrapper_with_the_context_in_local_cache() {
     use rocket_shaped::{Route, WithContext, serve};
     use std::sync::Arc;
 
-    let rt = multi_thread();
+    let rt = multi_thread(2);
     let route: Arc<WithContext> = Arc::new(WithContext(Box::new(Route)));
     rt.block_on(async {
         let mut requests = Vec::new();

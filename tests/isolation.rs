@@ -5,6 +5,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
+mod common;
+
+use common::{current_thread, multi_thread};
 use contextvars::{Context, ContextVar, FutureExt, Local, task};
 use tokio::task::JoinError;
 
@@ -12,21 +15,6 @@ static ID: ContextVar<u64> = ContextVar::new("id");
 static OTHER: ContextVar<u64> = ContextVar::new("other");
 static LOCAL: Local = Local::new();
 static CRITICAL: Local = Local::thread_critical();
-
-fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn message(err: JoinError) -> String {
     let payload = err.into_panic();

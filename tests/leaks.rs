@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context as TaskContext, Poll, Waker};
 
+mod common;
+
+use common::current_thread;
 use contextvars::{Context, ContextVar, FutureExt, Local, task};
 
 /// Counts its drops.
@@ -26,13 +29,6 @@ fn counter() -> (Arc<AtomicUsize>, impl Fn() -> Counted) {
     let drops = Arc::new(AtomicUsize::new(0));
     let d = drops.clone();
     (drops, move || Counted(d.clone()))
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 // ---------- leaks ----------

@@ -7,19 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context as TaskContext, Poll, Waker};
 
+mod common;
+
+use common::current_thread;
 use contextvars::{Context, ContextVar, FutureExt, Scoped};
 
 static ID: ContextVar<u32> = ContextVar::new("id");
 
 fn id() -> Option<u32> {
     ID.get().map(|v| *v)
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+mod common;
+
+use common::{current_thread, multi_thread};
 use contextvars::{Context, ContextVar, FutureExt, Inherit, ResetError, task};
 
 static ID: ContextVar<u64> = ContextVar::new("id");
@@ -13,21 +16,6 @@ static OTHER: ContextVar<u64> = ContextVar::new("other");
 
 fn id() -> Option<u64> {
     ID.get().map(|v| *v)
-}
-
-fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Runs `fut` as a task in a fresh context, so tests never share the test thread's context.

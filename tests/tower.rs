@@ -17,6 +17,9 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
+mod common;
+
+use common::{current_thread, multi_thread};
 use contextvars::tower::{ContextLayer, ContextService};
 use contextvars::{Context, ContextVar, Inherit, Scoped, task};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -78,21 +81,6 @@ impl Service<http::Request<String>> for SetsInCall {
 
 fn request(body: &str) -> http::Request<String> {
     http::Request::new(body.to_owned())
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]
@@ -1489,7 +1477,9 @@ async fn a_leptos_shaped_streamed_page_reads_the_request_with_a_scoped_spawner_a
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut resource = Box::pin(async move {
             let before = id();
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // Pending on the inline poll, always: a 1 ms sleep could be over by then, and the
+            // resource would finish inline, never reaching the spawner.
+            tokio::task::yield_now().await;
             drop(tx.send(format!("{before}/{}", id())));
         });
         if resource.as_mut().now_or_never().is_none() {
